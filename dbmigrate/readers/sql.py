@@ -1,0 +1,520 @@
+"""Read an MLflow SQL database (PostgreSQL, MySQL/MariaDB, SQLite) in one consistent snapshot.
+
+Rows come back as tuples of normalised Python values (bool for BOOLEAN whatever the dialect stores,
+bytes for BLOB/BYTEA, JSON and DATE as their text), in batches, never a whole table at once.
+Three access paths share one read-only snapshot transaction:
+- `stream`: a whole table in batches (PostgreSQL: COPY; others: an unbuffered cursor);
+- `pages`: keyset pagination in primary-key order, leaving the connection free between pages;
+- `fetch_in`: the rows whose key column is in a set of values (children of a page of parents).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
+from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_SINCE, SchemaVersion,
+                                     schema_version)
+from dbmigrate.uri import DatabaseURI, mask_text
+
+log = logging.getLogger(__name__)
+
+IN_CHUNK = 500  # values per IN (...) list: well under every dialect's parameter limit
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # int | float | bool | str | bytes | json | date | datetime | decimal
+    nullable: bool
+    generated: bool = False
+    length: int | None = None
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    pk: list[str]
+    indexes: list[dict] = field(default_factory=list)  # {name, columns, unique} besides the PK
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass
+class SourceSchema:
+    dialect: str
+    revision: str
+    version: SchemaVersion
+    tables: dict[str, Table] = field(default_factory=dict)
+
+
+def _type_tag(sa_type) -> tuple[str, int | None]:
+    name = type(sa_type).__name__.upper()
+    length = getattr(sa_type, "length", None)
+    if isinstance(sa_type, sa.Boolean) or name in ("BOOLEAN", "BOOL"):
+        return "bool", None
+    if isinstance(sa_type, (sa.Integer,)) or name in ("INTEGER", "BIGINT", "SMALLINT", "TINYINT",
+                                                       "MEDIUMINT", "INT"):
+        if name == "TINYINT" and getattr(sa_type, "display_width", None) == 1:
+            return "bool", None
+        return "int", None
+    if isinstance(sa_type, sa.JSON) or name in ("JSON", "JSONB"):
+        return "json", None
+    if isinstance(sa_type, sa.Float) or name in ("FLOAT", "DOUBLE", "DOUBLE_PRECISION", "REAL"):
+        return "float", None
+    if isinstance(sa_type, sa.Numeric):
+        return "decimal", None
+    if isinstance(sa_type, sa.LargeBinary) or name in ("BYTEA", "BLOB", "LONGBLOB", "BINARY",
+                                                        "VARBINARY", "MEDIUMBLOB"):
+        return "bytes", None
+    if isinstance(sa_type, sa.DateTime):
+        return "datetime", None
+    if isinstance(sa_type, sa.Date):
+        return "date", None
+    return "str", length
+
+
+class SqlSource:
+    """A read-only view of one MLflow SQL database."""
+
+    def __init__(self, uri: DatabaseURI, *, connect_timeout: int = 10):
+        self.uri = uri
+        self.dialect = uri.kind
+        connect_args: dict = {}
+        if self.dialect == "postgresql":
+            connect_args["connect_timeout"] = connect_timeout
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        elif self.dialect == "mysql":
+            connect_args["connect_timeout"] = connect_timeout
+            connect_args["charset"] = "utf8mb4"
+        url = uri.sqlalchemy_url()
+        if self.dialect == "sqlite":
+            path = uri.sqlite_path
+            import os
+            if path != ":memory:" and not os.path.exists(path):
+                raise ConnectionFailed(f"SQLite database file not found: {path}")
+            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        try:
+            self.engine = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+        except Exception as exc:  # noqa: BLE001 - driver import errors etc.
+            raise ConnectionFailed(f"Cannot use source {uri.masked}: {mask_text(str(exc))}") from None
+        self._conn = None
+        self.orphans = "copy"  # "skip": rows whose parent row is missing are not read
+        self.snapshot_id: str | None = None
+        self.schema: SourceSchema | None = None
+        self._preparer = self.engine.dialect.identifier_preparer
+        self._param = "?" if self.dialect == "sqlite" else "%s"
+
+    # ------------------------------------------------------------------ connection / snapshot
+    def open(self, snapshot_id: str | None = None) -> "SqlSource":
+        """Connect and begin the read-only snapshot transaction every read runs in.
+
+        `snapshot_id` (PostgreSQL) makes this connection read the snapshot another exported,
+        which is how parallel workers all see the same database state."""
+        try:
+            raw = self.engine.raw_connection()
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionFailed(
+                f"Cannot connect to source {self.uri.masked}: {_first_line(exc)}") from None
+        dbapi = raw.driver_connection
+        cur = dbapi.cursor()
+        try:
+            if self.dialect == "postgresql":
+                import psycopg2.extras
+                psycopg2.extras.register_default_json(dbapi, loads=lambda text: text)
+                psycopg2.extras.register_default_jsonb(dbapi, loads=lambda text: text)
+                dbapi.set_session(isolation_level="REPEATABLE READ", readonly=True)
+                if snapshot_id:
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+                    self.snapshot_id = snapshot_id
+                else:
+                    cur.execute("SELECT pg_export_snapshot()")
+                    self.snapshot_id = cur.fetchone()[0]
+            elif self.dialect == "mysql":
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                self.snapshot_id = "mysql consistent snapshot"
+            else:
+                dbapi.isolation_level = None
+                cur.execute("BEGIN")
+                cur.execute("SELECT count(*) FROM sqlite_master")  # takes the read snapshot now
+                self.snapshot_id = "sqlite read transaction"
+        except Exception as exc:  # noqa: BLE001
+            raw.close()
+            raise ConnectionFailed(
+                f"Cannot start a read snapshot on {self.uri.masked}: {_first_line(exc)}") from None
+        finally:
+            cur.close()
+        self._raw = raw
+        self._conn = dbapi
+        return self
+
+    def close(self) -> None:
+        if getattr(self, "_sa_conn", None) is not None:
+            try:
+                self._sa_conn.close()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self._sa_conn = None
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self._raw.close()
+            self._conn = None
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self.open() if self._conn is None else self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ schema
+    def inspect(self) -> SourceSchema:
+        """Fingerprint (alembic_version) and reflect every table, in the snapshot's connection."""
+        names = self._table_names()
+        if "alembic_version" not in names:
+            found = ", ".join(sorted(names)[:12]) or "no tables"
+            if {"experiments", "runs"} <= set(names):
+                raise SchemaError(
+                    "The source has MLflow tables but no alembic_version table, so its schema "
+                    "version is unknown", table="alembic_version",
+                    hint="it was not created by MLflow's own initialisation; run `mlflow db upgrade` on it")
+            raise SchemaError(f"The source {self.uri.masked} is not an MLflow database "
+                              f"(found: {found}); expected alembic_version, experiments, runs, ...")
+        rows = self.query("SELECT version_num FROM alembic_version")
+        if len(rows) != 1:
+            raise SchemaError(f"alembic_version holds {len(rows)} rows; an MLflow database has exactly one",
+                              table="alembic_version")
+        revision = rows[0][0]
+        version = schema_version(revision)
+        insp = sa.inspect(self._sa_connection())
+        schema = SourceSchema(dialect=self.dialect, revision=revision, version=version)
+        for name in names:
+            cols = []
+            for c in insp.get_columns(name):
+                tag, length = _type_tag(c["type"])
+                generated = bool(c.get("computed")) or c["name"] in GENERATED_COLUMNS.get(name, ())
+                cols.append(Column(c["name"], tag, bool(c.get("nullable", True)), generated, length))
+            pk = insp.get_pk_constraint(name).get("constrained_columns") or []
+            indexes = [{"name": ix["name"], "columns": list(ix["column_names"]), "unique": bool(ix["unique"])}
+                       for ix in insp.get_indexes(name) if all(ix["column_names"])]
+            indexes += [{"name": uc["name"], "columns": list(uc["column_names"]), "unique": True}
+                        for uc in insp.get_unique_constraints(name)]
+            schema.tables[name] = Table(name, cols, list(pk), indexes)
+        missing = version.expected_tables - set(names)
+        if missing:
+            raise SchemaError(
+                f"The source claims {version.describe()} but lacks tables {sorted(missing)}",
+                hint="the schema was edited by hand or the upgrade was interrupted")
+        newer = sorted(t for t in set(names) & set(TABLE_SINCE) if not version.has_table(t))
+        if newer:
+            raise SchemaError(
+                f"The source claims {version.describe()} but has tables of later MLflow releases: "
+                f"{', '.join(f'{t} ({TABLE_SINCE[t]})' for t in newer)}",
+                hint="alembic_version does not match the schema; it was edited by hand")
+        exp_cols = schema.tables["experiments"].column_names
+        if ("workspace" in exp_cols) != version.at_least("3.10") and version.is_head:
+            raise SchemaError(
+                f"The source claims {version.describe()} but experiments "
+                f"{'has' if 'workspace' in exp_cols else 'lacks'} the workspace column of MLflow 3.10+",
+                table="experiments", column="workspace",
+                hint="alembic_version does not match the schema; it was edited by hand")
+        self.schema = schema
+        return schema
+
+    def _sa_connection(self):
+        # Reflection runs on a second connection: it reads the catalog, which a migration does not
+        # change; every row is read on the snapshot connection.
+        if getattr(self, "_sa_conn", None) is None:
+            self._sa_conn = self.engine.connect()
+        return self._sa_conn
+
+    def _table_names(self) -> list[str]:
+        if self.dialect == "postgresql":
+            rows = self.query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        elif self.dialect == "mysql":
+            rows = self.query("SELECT table_name FROM information_schema.tables "
+                              "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'")
+        else:
+            rows = self.query("SELECT name FROM sqlite_master WHERE type='table' "
+                              "AND name NOT LIKE 'sqlite_%'")
+        return sorted(r[0] for r in rows)
+
+    # ------------------------------------------------------------------ reads
+    def q(self, name: str) -> str:
+        return self._preparer.quote(name)
+
+    def query(self, sql: str, params: Sequence = (), *, table: str | None = None) -> list[tuple]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute(sql, tuple(params)) if params else cur.execute(sql)
+            return cur.fetchall()
+        except Exception as exc:  # noqa: BLE001
+            err = _read_error(exc, sql, table)
+            if table and isinstance(err, DataError) and self.dialect == "sqlite":
+                err = self._locate_bad_text(table, ()) or err
+            raise err from None
+        finally:
+            cur.close()
+
+    def count(self, table: str, part: tuple | None = None, *, raw: bool = False,
+              with_parent: bool = False) -> int:
+        """Rows of `table` (of one key range): those that will be read (orphans left out when
+        they are skipped), all of them (`raw`), or only those whose parent exists (`with_parent`)."""
+        if with_parent:
+            cond, params = self.orphan_condition(table, force=True), ()
+        else:
+            cond, params = self.part_condition(part, None if raw else table)
+        where = f" WHERE {cond}" if cond else ""
+        return int(self.query(f"SELECT COUNT(*) FROM {self.q(table)}{where}", params)[0][0])
+
+    def orphan_condition(self, table: str, force: bool = False) -> str:
+        """With orphans skipped: rows whose parent row exists (or whose reference is NULL)."""
+        if (self.orphans != "skip" and not force) or table not in ORPHAN_PARENT:
+            return ""
+        ccol, parent, pcol = ORPHAN_PARENT[table]
+        if self.schema is None or parent not in self.schema.tables:
+            return ""
+        q = self.q
+        return (f"({q(table)}.{q(ccol)} IS NULL OR EXISTS (SELECT 1 FROM {q(parent)} dbm_p "
+                f"WHERE dbm_p.{q(pcol)} = {q(table)}.{q(ccol)}))")
+
+    def part_condition(self, part: tuple | None, table: str | None = None) -> tuple[str, tuple]:
+        """SQL for one key range (column, lo, hi): lo <= column < hi, either end open (None),
+        and (with orphans skipped) for rows whose parent exists."""
+        from dbmigrate.engine import range_condition
+        orphan = self.orphan_condition(table) if table else ""
+        cond, params = range_condition(part, self.q, self._param)
+        return " AND ".join(c for c in (orphan, cond) if c), tuple(params)
+
+    def boundaries(self, table: str, column: str, parts: int) -> list:
+        """`parts - 1` values of `column` that cut `table` into ranges of about equal row counts,
+        taken from the table itself (so the database's own ordering decides)."""
+        n = self.count(table)
+        if parts < 2 or n < parts:
+            return []
+        q = self.q
+        out = []
+        for k in range(1, parts):
+            rows = self.query(f"SELECT {q(column)} FROM {q(table)} ORDER BY {q(column)} "
+                              f"LIMIT 1 OFFSET {int(n * k / parts)}")
+            if rows and (not out or rows[0][0] > out[-1]):
+                out.append(rows[0][0])
+        return out
+
+    def _select(self, table: str, columns: Sequence[str]) -> str:
+        return f"SELECT {', '.join(self.q(c) for c in columns)} FROM {self.q(table)}"
+
+    def _normalizer(self, table: str, columns: Sequence[str]):
+        """A function that turns a raw driver row into normalised values, or None if none needed."""
+        t = self.schema.tables[table]
+        fixes = []
+        for i, name in enumerate(columns):
+            col = t.column(name)
+            kind = col.type if col else "str"
+            if kind == "bool" and self.dialect != "postgresql":
+                fixes.append((i, _to_bool))
+            elif kind == "bytes":
+                fixes.append((i, _to_bytes))
+            elif kind in ("date", "datetime"):
+                fixes.append((i, _to_iso))
+            elif kind == "decimal":
+                fixes.append((i, _to_float))
+            elif kind == "float" and self.dialect == "sqlite":
+                fixes.append((i, _sqlite_float))
+        if not fixes:
+            return None
+
+        def normalize(rows):
+            out = []
+            for row in rows:
+                row = list(row)
+                for i, fn in fixes:
+                    v = row[i]
+                    if v is not None:
+                        row[i] = fn(v)
+                out.append(tuple(row))
+            return out
+        return normalize
+
+    def stream(self, table: str, columns: Sequence[str], batch_size: int,
+               part: tuple | None = None) -> Iterator[list[tuple]]:
+        """Every row of `table` (of one key range, `part`), in batches, in no particular order."""
+        cond, params = self.part_condition(part, table)
+        sql = self._select(table, columns) + (f" WHERE {cond}" if cond else "")
+        normalize = self._normalizer(table, columns)
+        if self.dialect == "postgresql":
+            cur = self._conn.cursor(name=f"dbm_stream_{table}")  # server-side cursor
+            cur.itersize = batch_size
+        elif self.dialect == "mysql":
+            import pymysql.cursors
+            cur = self._conn.cursor(pymysql.cursors.SSCursor)
+        else:
+            cur = self._conn.cursor()
+        try:
+            cur.execute(sql, params) if params else cur.execute(sql)
+            while True:
+                rows = cur.fetchmany(batch_size)
+                if not rows:
+                    break
+                yield normalize(rows) if normalize else rows
+        except MigrationError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            err = _read_error(exc, sql, table)
+            if isinstance(err, DataError) and self.dialect == "sqlite":
+                err = self._locate_bad_text(table, columns) or err
+            raise err from None
+        finally:
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001 - the connection may already be closed (an error upstream)
+                pass
+
+    def _locate_bad_text(self, table: str, columns: Sequence[str]) -> DataError | None:
+        """The first row and column holding bytes that are not UTF-8 (SQLite stores any bytes as
+        TEXT), read as raw bytes, for an error that names them."""
+        t = self.schema.tables[table]
+        key = t.pk or list(columns)
+        text_cols = [c.name for c in t.columns if c.type in ("str", "json") and not c.generated]
+        old = self._conn.text_factory
+        self._conn.text_factory = bytes
+        try:
+            cur = self._conn.execute(f"SELECT {', '.join(self.q(c) for c in key + text_cols)} FROM {self.q(table)}")
+            for row in cur:
+                for name, v in zip(key + text_cols, row):
+                    if isinstance(v, bytes):
+                        try:
+                            v.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            k = tuple(x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+                                      for x in row[:len(key)])
+                            return DataError(f"Source text is not valid UTF-8 ({exc.reason} at byte "
+                                             f"{exc.start}: {v[max(0, exc.start - 8):exc.start + 8]!r})",
+                                             table=table, key=k[0] if len(k) == 1 else k, column=name,
+                                             hint="fix the value in the source (SQLite accepts any bytes as TEXT)")
+        finally:
+            self._conn.text_factory = old
+        return None
+
+    def pages(self, table: str, columns: Sequence[str], key: Sequence[str],
+              batch_size: int, *, after: tuple | None = None,
+              part: tuple | None = None) -> Iterator[list[tuple]]:
+        """Rows in key order, one page at a time (keyset pagination); `key` must be unique.
+        `part` limits them to one key range."""
+        key = list(key)
+        pcond, pparams = self.part_condition(part, table)
+        cols = list(columns) + [k for k in key if k not in columns]
+        key_idx = [cols.index(k) for k in key]
+        base = self._select(table, cols)
+        order = ", ".join(self.q(k) for k in key)
+        normalize = self._normalizer(table, cols)
+        last = after
+        while True:
+            conds, params = ([pcond], pparams) if pcond else ([], ())
+            if last is not None:
+                cond, after_params = self._after(key, last)
+                conds.append(cond)
+                params = params + after_params
+            where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            sql = f"{base}{where} ORDER BY {order} LIMIT {int(batch_size)}"
+            rows = self.query(sql, params, table=table)
+            if not rows:
+                return
+            last = tuple(rows[-1][i] for i in key_idx)
+            if normalize:
+                rows = normalize(rows)
+            if len(cols) != len(columns):
+                rows = [r[:len(columns)] for r in rows]
+            yield rows
+            if len(rows) < batch_size:
+                return
+
+    def _after(self, key: list[str], last: tuple) -> tuple[str, tuple]:
+        """WHERE clause for rows after `last` in key order (expanded, works on every dialect)."""
+        p = self._param
+        ors, params = [], []
+        for i in range(len(key)):
+            ands = [f"{self.q(key[j])} = {p}" for j in range(i)] + [f"{self.q(key[i])} > {p}"]
+            params.extend(last[:i + 1])
+            ors.append("(" + " AND ".join(ands) + ")")
+        return "(" + " OR ".join(ors) + ")", tuple(params)
+
+    def fetch_in(self, table: str, columns: Sequence[str], key_column: str,
+                 values: Sequence, *, where: dict | None = None) -> list[tuple]:
+        """Rows of `table` whose `key_column` is one of `values` (and that match `where`)."""
+        if not values:
+            return []
+        normalize = self._normalizer(table, columns)
+        base = self._select(table, columns)
+        extra, extra_params = "", []
+        for col, val in (where or {}).items():
+            if isinstance(val, (list, tuple)):
+                extra += f" AND {self.q(col)} IN ({', '.join([self._param] * len(val))})"
+                extra_params.extend(val)
+            else:
+                extra += f" AND {self.q(col)} = {self._param}"
+                extra_params.append(val)
+        out: list[tuple] = []
+        uniq = list(dict.fromkeys(values))
+        for i in range(0, len(uniq), IN_CHUNK):
+            chunk = uniq[i:i + IN_CHUNK]
+            marks = ", ".join([self._param] * len(chunk))
+            sql = f"{base} WHERE {self.q(key_column)} IN ({marks}){extra}"
+            out.extend(self.query(sql, tuple(chunk) + tuple(extra_params), table=table))
+        return normalize(out) if normalize else out
+
+
+def _to_bool(v):
+    return bool(v)
+
+
+def _to_bytes(v):
+    return bytes(v)
+
+
+def _to_iso(v):
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def _to_float(v):
+    return float(v)
+
+
+def _sqlite_float(v):
+    # SQLite stores whole-number REALs that came in as integers as INTEGER affinity values.
+    return float(v) if isinstance(v, int) else v
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return mask_text(text[0] if text else type(exc).__name__)
+
+
+def _read_error(exc: Exception, sql: str, table: str | None = None) -> MigrationError:
+    message = _first_line(exc)
+    lowered = message.lower()
+    if any(s in lowered for s in ("could not receive", "server closed", "connection", "lost", "gone away")):
+        from dbmigrate.errors import TransientError
+        return TransientError(f"Source connection failed while reading: {message}", table=table)
+    if "utf-8" in lowered or "decode" in lowered:
+        return DataError(f"Source holds text that is not valid UTF-8: {message}", table=table)
+    return MigrationError(f"Source read failed: {message}", table=table)
+
+
+def is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
