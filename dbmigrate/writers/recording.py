@@ -1,0 +1,77 @@
+"""The dry-run writer: the real plan runs against it and it records what would be written
+(documents, bytes, the largest document), checking what the target would check (document size),
+while the target itself is only read (reachability, emptiness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bson import BSON
+
+from dbmigrate.errors import DataError
+from dbmigrate.writers.mongo import MAX_DOC_BYTES, IndexResult, WriteStats
+
+
+@dataclass
+class RecordingWriter:
+    target: object  # a MongoWriter used only for reads
+    docs: dict = field(default_factory=dict)
+    bytes: dict = field(default_factory=dict)
+    largest: int = 0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def db(self):
+        return self.target.db
+
+    @property
+    def is_cosmos(self) -> bool:
+        return self.target.is_cosmos
+
+    def ping(self):
+        return self.target.ping()
+
+    def require_empty(self, names, marker):
+        return self.target.require_empty(names, marker)
+
+    def drop_collections(self, names):
+        return []
+
+    def delete_part(self, collection, field, part):
+        return 0
+
+    def write(self, collection: str, docs: list[dict]) -> WriteStats:
+        stats = self.stats.setdefault(collection, WriteStats())
+        size = 0
+        for d in docs:
+            n = len(BSON.encode(d))
+            if n > MAX_DOC_BYTES:
+                raise DataError(f"A document for {collection} would be {n / 1e6:.1f} MB, over "
+                                "MongoDB's 16 MB limit", key=d.get("_id"), table=collection)
+            size += n
+            self.largest = max(self.largest, n)
+        self.docs[collection] = self.docs.get(collection, 0) + len(docs)
+        self.bytes[collection] = self.bytes.get(collection, 0) + size
+        stats.inserted += len(docs)
+        return stats
+
+    def find_ids(self, collection, ids):
+        return set(ids[: len(ids) // 2])  # assume every merge finds its document
+
+    def update_by_id(self, collection, updates):
+        self.stats.setdefault(collection, WriteStats()).updated += len(updates)
+
+    def write_marker(self, marker, doc):
+        pass
+
+    def create_indexes(self, collection, specs):
+        return [IndexResult(collection, s["name"], s["keys"], bool(s.get("unique")), True,
+                            "not created (dry run)") for s in specs]
+
+    def summary(self) -> str:
+        total = sum(self.docs.values())
+        mb = sum(self.bytes.values()) / 1e6
+        return f"{total:,} documents, {mb:,.1f} MB of BSON, largest document {self.largest / 1e3:,.1f} kB"
+
+    def close(self):
+        self.target.close()

@@ -1,0 +1,349 @@
+"""Write rows into an MLflow SQL database (PostgreSQL, MySQL/MariaDB, SQLite).
+
+The target schema is MLflow's own at the source's alembic revision (dbmigrate.sql_schema). Rows
+arrive per table in foreign-key order, with their ids, and go in with each engine's fast path:
+PostgreSQL `COPY FROM STDIN`, MySQL multi-row INSERT (PyMySQL's executemany), SQLite executemany.
+Each batch is committed before `insert_rows` returns, so a checkpoint after it is safe.
+Afterwards sequences / AUTO_INCREMENT move past the copied ids.
+
+Values an engine cannot hold are refused by name, never changed: NaN, -0.0 and infinities on
+MySQL/MariaDB, NaN and -0.0 on SQLite (it stores -0.0 as 0 and NaN as NULL). (Metric values of
+-0.0 are turned into 0.0 before they get here, counted and reported: see to_sql.NegativeZeros.)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, TransientError
+from dbmigrate.uri import DatabaseURI, mask_text
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class SqlWriteStats:
+    inserted: int = 0
+    batches: int = 0
+
+
+@dataclass
+class SqlWriter:
+    uri: DatabaseURI
+    connect_timeout: int = 10
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.dialect = self.uri.kind
+        args: dict = {}
+        if self.dialect == "postgresql":
+            args["connect_timeout"] = self.connect_timeout
+        elif self.dialect == "mysql":
+            args.update(connect_timeout=self.connect_timeout, charset="utf8mb4")
+        self.url = self.uri.sqlalchemy_url()
+        try:
+            self.engine = sa.create_engine(self.url, connect_args=args, poolclass=sa.pool.NullPool)
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionFailed(f"Cannot use target {self.uri.masked}: {mask_text(str(exc))}") from None
+        self._raw = None
+        self._columns: dict[str, dict] = {}
+
+    # ------------------------------------------------------------------ connection
+    def connect(self):
+        if self._raw is None:
+            try:
+                self._raw = self.engine.raw_connection()
+            except Exception as exc:  # noqa: BLE001
+                text = str(exc).strip().splitlines()
+                if self.stats:  # it answered before: the server is restarting or the network blinked
+                    raise TransientError(f"Cannot reconnect to target {self.uri.masked}: "
+                                         f"{mask_text(text[0] if text else type(exc).__name__)}") from None
+                raise ConnectionFailed(f"Cannot connect to target {self.uri.masked}: "
+                                       f"{mask_text(text[0] if text else type(exc).__name__)}") from None
+            conn = self._raw.driver_connection
+            cur = conn.cursor()
+            if self.dialect == "mysql":
+                # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
+                cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+            elif self.dialect == "sqlite":
+                cur.execute("PRAGMA foreign_keys = ON")
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+            conn.commit()
+        return self._raw.driver_connection
+
+    def ping(self) -> dict:
+        self.connect()
+        return {"version": self.engine.dialect.name, "database": self.uri.database}
+
+    def close(self) -> None:
+        if self._raw is not None:
+            try:
+                self._raw.close()
+            finally:
+                self._raw = None
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+    def prepare(self, revision: str):
+        """Make (or check) the MLflow schema at `revision`. A target that MLflow initialised and
+        nobody used holds only MLflow's seed rows (experiment 0 'Default', workspace 'default'):
+        they are removed, so the target ends up with exactly the source's rows."""
+        from dbmigrate.sql_schema import clear_seed_rows, prepare_target
+        state = prepare_target(self.url, revision)
+        if state.default_experiment_only:
+            state = clear_seed_rows(self.url)
+        return state
+
+    def table_columns(self, table: str) -> dict[str, dict]:
+        """Column name -> {type, generated, nullable} of a target table."""
+        if table not in self._columns:
+            insp = sa.inspect(self.engine)
+            self._columns[table] = {
+                c["name"]: {"type": type(c["type"]).__name__.upper(), "generated": bool(c.get("computed")),
+                            "nullable": c.get("nullable", True)}
+                for c in insp.get_columns(table)}
+        return self._columns[table]
+
+    def q(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote(name)
+
+    # ------------------------------------------------------------------ rows
+    def insert_rows(self, table: str, columns: list[str], rows: list[tuple], key_columns=()) -> None:
+        """Insert one batch in one transaction. A lost connection is retried with backoff on a
+        new one (the failed transaction was rolled back, so nothing doubles)."""
+        if not rows:
+            return
+        self._check_values(table, columns, rows, key_columns)
+        delay = 0.5
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._insert_once(table, columns, rows)
+            except TransientError as exc:
+                if attempt == RETRIES:
+                    raise
+                log.warning("Transient target error writing %s (attempt %d/%d): %s; retrying in %.1f s",
+                            table, attempt, RETRIES, exc.message, delay)
+                self._reset()
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    def _reset(self) -> None:
+        if self._raw is not None:
+            try:
+                self._raw.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+            self._raw = None
+
+    def _insert_once(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+        conn = self.connect()
+        try:
+            if self.dialect == "postgresql":
+                self._copy_in(conn, table, columns, rows)
+            else:
+                marks = ", ".join(["%s" if self.dialect == "mysql" else "?"] * len(columns))
+                sql = (f"INSERT INTO {self.q(table)} ({', '.join(self.q(c) for c in columns)}) "
+                       f"VALUES ({marks})")
+                cur = conn.cursor()
+                cur.executemany(sql, rows)
+                cur.close()
+            conn.commit()
+        except MigrationError:
+            _rollback(conn)
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _rollback(conn)
+            raise _write_error(exc, table) from None
+        st = self.stats.setdefault(table, SqlWriteStats())
+        st.inserted += len(rows)
+        st.batches += 1
+
+    def delete_part(self, table: str, part: tuple | None) -> int:
+        """Remove the rows of one part (a key range, or the whole table) before it is copied, so
+        that redoing a part after an interruption cannot duplicate anything."""
+        conn = self.connect()
+        cur = conn.cursor()
+        from dbmigrate.engine import range_condition
+        cond, params = range_condition(part, self.q, "%s" if self.dialect != "sqlite" else "?")
+        sql = f"DELETE FROM {self.q(table)}" + (f" WHERE {cond}" if cond else "")
+        try:
+            cur.execute(sql, tuple(params)) if params else cur.execute(sql)
+            n = cur.rowcount
+            conn.commit()
+        except Exception as exc:  # noqa: BLE001
+            conn.rollback()
+            raise _write_error(exc, table) from None
+        finally:
+            cur.close()
+        return n
+
+    def drop_mlflow_tables(self) -> None:
+        """--restart: remove every table of the earlier run (the schema is made again)."""
+        md = sa.MetaData()
+        md.reflect(self.engine)
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        md.drop_all(self.engine)
+        self._columns.clear()
+
+    def copy_stream(self, table: str, columns: list[str], stream) -> None:
+        """PostgreSQL -> PostgreSQL: feed a source `COPY ... TO STDOUT` text stream straight in."""
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.copy_expert(f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN",
+                            stream)
+            conn.commit()
+        except Exception as exc:  # noqa: BLE001
+            conn.rollback()
+            raise _write_error(exc, table) from None
+        finally:
+            cur.close()
+
+    def _copy_in(self, conn, table, columns, rows):
+        buf = io.StringIO()
+        write = buf.write
+        enc = _pg_text
+        for row in rows:
+            write("\t".join([enc(v) for v in row]))
+            write("\n")
+        buf.seek(0)
+        cur = conn.cursor()
+        try:
+            cur.copy_expert(f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN", buf)
+        finally:
+            cur.close()
+
+    def _check_values(self, table, columns, rows, key_columns):
+        """Refuse, by name, values this target cannot hold: NULL in a NOT NULL column (MLflow's
+        schemas differ slightly between engines), floats this engine would silently change."""
+        def key_of(row):
+            key = tuple(row[columns.index(k)] for k in key_columns if k in columns)
+            return key[0] if len(key) == 1 else (key or None)
+        info = self.table_columns(table)
+        for i, name in enumerate(columns):
+            if not info.get(name, {}).get("nullable", True):
+                for row in rows:
+                    if row[i] is None:
+                        raise DataError(f"NULL in a column that is NOT NULL in the target's MLflow schema",
+                                        table=table, key=key_of(row), column=name)
+        if self.dialect == "postgresql":
+            return
+        for i, name in enumerate(columns):
+            for row in rows:
+                v = row[i]
+                if type(v) is not float:
+                    continue
+                bad = None
+                if math.isnan(v):
+                    bad = "NaN"
+                elif math.isinf(v) and self.dialect == "mysql":
+                    bad = "an infinity"
+                elif v == 0.0 and math.copysign(1.0, v) < 0:
+                    bad = "-0.0"
+                if bad:
+                    engine = {"mysql": "MySQL/MariaDB", "sqlite": "SQLite"}[self.dialect]
+                    raise DataError(f"{engine} cannot store {bad}; the value would change",
+                                    table=table, key=key_of(row), column=name,
+                                    hint="choose a PostgreSQL or MongoDB target for this data")
+
+    # ------------------------------------------------------------------ finish
+    def advance_sequences(self, tables: list[str]) -> list[str]:
+        """Move id generators (PostgreSQL sequences / identities, MySQL AUTO_INCREMENT) past the
+        copied ids; returns what was done, for the report. SQLite's rowids continue by themselves."""
+        done = []
+        conn = self.connect()
+        cur = conn.cursor()
+        if self.dialect == "postgresql":
+            cur.execute("""SELECT c.table_name, c.column_name, pg_get_serial_sequence(c.table_name, c.column_name)
+                           FROM information_schema.columns c
+                           WHERE c.table_schema = current_schema()
+                             AND pg_get_serial_sequence(c.table_name, c.column_name) IS NOT NULL""")
+            generators = [(t, c, seq) for t, c, seq in cur.fetchall() if t in tables]
+        elif self.dialect == "mysql":
+            cur.execute("""SELECT table_name, column_name, NULL FROM information_schema.columns
+                           WHERE table_schema = DATABASE() AND extra LIKE '%%auto_increment%%'""")
+            generators = [(t, c, None) for t, c, _ in cur.fetchall() if t in tables]
+        else:
+            generators = []
+        for table, col, seq in sorted(generators):
+            cur.execute(f"SELECT MAX({self.q(col)}) FROM {self.q(table)}")
+            top = cur.fetchone()[0]
+            if top is None:
+                continue
+            if self.dialect == "postgresql":
+                cur.execute("SELECT setval(%s, %s)", (seq, max(int(top), 1)))
+                done.append(f"{seq} -> {int(top)}")
+            else:
+                cur.execute(f"ALTER TABLE {self.q(table)} AUTO_INCREMENT = {int(top) + 1}")
+                done.append(f"{table}.{col} AUTO_INCREMENT -> {int(top) + 1}")
+        conn.commit()
+        cur.close()
+        return done
+
+    def analyze(self) -> None:
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.execute("ANALYZE")
+            conn.commit()
+        except Exception:  # noqa: BLE001 - statistics are an optimisation only
+            conn.rollback()
+        finally:
+            cur.close()
+
+
+RETRIES = 6
+
+
+def _rollback(conn) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - a broken connection cannot roll back; the server did
+        pass
+
+
+_PG_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _pg_text(v) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if v is None:
+        return "\\N"
+    t = type(v)
+    if t is str:
+        return v.translate(_PG_ESCAPES)
+    if t is bool:
+        return "t" if v else "f"
+    if t is int:
+        return str(v)
+    if t is float:
+        if v != v:
+            return "NaN"
+        if v in (math.inf, -math.inf):
+            return "Infinity" if v > 0 else "-Infinity"
+        return repr(v)  # shortest round-trip form; -0.0 stays -0.0
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\\\x" + bytes(v).hex()
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, int):
+        return str(int(v))
+    return str(v).translate(_PG_ESCAPES)
+
+
+def _write_error(exc: Exception, table: str) -> MigrationError:
+    text = str(exc).strip().splitlines()
+    message = mask_text(text[0] if text else type(exc).__name__)
+    lowered = message.lower()
+    if any(s in lowered for s in ("server closed", "connection", "lost", "gone away", "broken pipe")):
+        return TransientError(f"Target connection failed while writing: {message}", table=table)
+    return DataError(f"The target rejected rows: {message}", table=table)
