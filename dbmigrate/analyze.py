@@ -1,0 +1,93 @@
+"""Source analysis for the plan and the dry run: orphan rows, values the target layout cannot hold,
+and a time estimate. Problems that make a correct copy impossible start with "BLOCKING"."""
+
+from __future__ import annotations
+
+import logging
+
+from dbmigrate.mlflow_schema import RELATIONS
+from dbmigrate.readers.sql import SourceSchema
+
+log = logging.getLogger("dbmigrate")
+
+MAX_DOC_TEXT = 15 * 1024 * 1024  # a span's JSON text near MongoDB's 16 MB document limit
+
+# Rows per second this tool sustains per kind of work on a 2-core machine (benchmarks/README.md);
+# the estimate is a planning figure, not a promise: the target's own speed dominates.
+RATE_DOCUMENTS = 15_000
+RATE_EMBEDDED = 60_000
+
+
+def orphan_count(source, schema: SourceSchema, child: str, ccol: str, parent: str, pcol: str) -> int:
+    if child not in schema.tables or parent not in schema.tables:
+        return 0
+    q = source.q
+    sql = (f"SELECT COUNT(*) FROM {q(child)} c WHERE c.{q(ccol)} IS NOT NULL AND NOT EXISTS "
+           f"(SELECT 1 FROM {q(parent)} p WHERE p.{q(pcol)} = c.{q(ccol)})")
+    return int(source.query(sql)[0][0])
+
+
+def dangling_aliases(source, schema: SourceSchema) -> int:
+    if "registered_model_aliases" not in schema.tables:
+        return 0
+    q = source.q
+    ws = "workspace" in schema.tables["registered_model_aliases"].column_names
+    extra = f" AND v.{q('workspace')} = a.{q('workspace')}" if ws else ""
+    sql = (f"SELECT COUNT(*) FROM {q('registered_model_aliases')} a WHERE NOT EXISTS (SELECT 1 FROM "
+           f"{q('model_versions')} v WHERE v.{q('name')} = a.{q('name')} AND v.{q('version')} = a.{q('version')}{extra})")
+    return int(source.query(sql)[0][0])
+
+
+def analyze_source(source, schema: SourceSchema, plan, counts: dict) -> list[str]:
+    problems: list[str] = []
+    for child, ccol, parent, pcol in RELATIONS:
+        if not counts.get(child):
+            continue
+        n = orphan_count(source, schema, child, ccol, parent, pcol)
+        if n:
+            problems.append(f"{n} rows of {child} refer to a {parent}.{pcol} that does not exist "
+                            f"(orphans; copied as they are, and the verifier expects them)")
+    n = dangling_aliases(source, schema)
+    if n:
+        problems.append(f"{n} registered model aliases point at a model version that does not exist")
+    if plan.layout == "mlflow-mongodb" and counts.get("runs"):
+        q = source.q
+        n = source.query(f"SELECT COUNT(*) FROM {q('runs')} r WHERE r.{q('name')} IS NOT NULL AND NOT EXISTS "
+                         f"(SELECT 1 FROM {q('tags')} t WHERE t.{q('run_uuid')} = r.{q('run_uuid')} AND "
+                         f"t.{q('key')} = 'mlflow.runName')")[0][0]
+        if n:
+            problems.append(f"{n} runs have a name but no mlflow.runName tag (MLflow writes both); the "
+                            "tag is added from runs.name because mlflow-mongodb's run-name search reads it")
+    if plan.layout == "mlflow-mongodb":
+        for table in ("experiments", "registered_models"):
+            t = schema.tables.get(table)
+            if t is None or "workspace" not in t.column_names or not counts.get(table):
+                continue
+            q = source.q
+            dups = source.query(f"SELECT {q('name')}, COUNT(*) FROM {q(table)} GROUP BY {q('name')} "
+                                f"HAVING COUNT(*) > 1")
+            if dups:
+                names = ", ".join(repr(r[0]) for r in dups[:5])
+                problems.append(f"BLOCKING: {len(dups)} {table} names exist in several MLflow workspaces "
+                                f"({names}); mlflow-mongodb has no workspaces and keeps names unique")
+    if "spans" in schema.tables and counts.get("spans"):
+        q = source.q
+        length = "LENGTH" if source.dialect != "mysql" else "CHAR_LENGTH"
+        rows = source.query(f"SELECT {q('trace_id')}, {q('span_id')}, {length}({q('content')}) FROM "
+                            f"{q('spans')} WHERE {length}({q('content')}) > {MAX_DOC_TEXT}")
+        for trace_id, span_id, n in rows[:10]:
+            problems.append(f"BLOCKING: span {span_id} of trace {trace_id} holds {n:,} characters of "
+                            "content, more than a 16 MB MongoDB document can take")
+    if "trace_info" in schema.tables and counts.get("trace_info"):
+        q = source.q
+        n = source.query(f"SELECT COUNT(*) FROM {q('trace_info')} WHERE {q('status')} = 'TRACE_STATUS_UNSPECIFIED'")[0][0]
+        if n:
+            problems.append(f"{n} traces have the MLflow 2.x status TRACE_STATUS_UNSPECIFIED; "
+                            "they are written as STATE_UNSPECIFIED, as MLflow 3 reads them")
+    return problems
+
+
+def estimate_seconds(counts: dict, plan) -> float:
+    docs = sum(counts.get(c.table, 0) for c in plan.collections)
+    embedded = sum(n for t, n in counts.items() if t in plan.destinations) - docs
+    return docs / RATE_DOCUMENTS + max(embedded, 0) / RATE_EMBEDDED

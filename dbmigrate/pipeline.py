@@ -1,0 +1,78 @@
+"""Plan, copy, index, verify: the `migrate` command as a library function.
+
+STEP lines go to the `dbmigrate` logger; the caller (the CLI) decides where they appear.
+A dry run is this same code with a recording writer: the plan, reads and conversions are real,
+only the target is left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from dbmigrate.config import Config
+from dbmigrate.errors import ConfigError, MigrationError
+from dbmigrate.report import Report
+from dbmigrate.uri import DatabaseURI, parse_uri
+
+log = logging.getLogger("dbmigrate")
+
+
+class Steps:
+    def __init__(self, total: int):
+        self.n, self.total = 0, total
+
+    def __call__(self, text: str, *args):
+        self.n += 1
+        log.info(f"STEP {self.n}/{self.total} {text}", *args)
+
+
+def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
+    src = parse_uri(cfg.source, role="source")
+    dst = parse_uri(cfg.target, role="target")
+    if src.kind == "mongodb" and dst.kind == "mongodb":
+        raise ConfigError("MongoDB to MongoDB is not supported: one side must be a SQL database",
+                          hint="to change layouts, go through a SQL database")
+    if cfg.layout and dst.kind != "mongodb" and src.kind != "mongodb":
+        raise ConfigError(f"--layout applies to MongoDB targets; the target {dst.masked} is {dst.kind}")
+    return src, dst
+
+
+def migrate(cfg: Config) -> Report:
+    """Copy the source into the target, build indexes, verify. Never raises for data problems:
+    the report carries the error and a non-zero exit code."""
+    t_start = time.perf_counter()
+    src_uri, dst_uri = open_endpoints(cfg)
+    layout = (cfg.layout or "mlflow-mongodb") if dst_uri.kind == "mongodb" else f"SQL ({dst_uri.kind})"
+    report = Report(command="migrate" if not cfg.dry_run else "migrate --dry-run",
+                    source=src_uri.masked, target=dst_uri.masked, layout=layout, dry_run=cfg.dry_run,
+                    settings=settings_of(cfg))
+    try:
+        if dst_uri.kind == "mongodb":
+            from dbmigrate.to_mongo import migrate_to_mongo
+            migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, Steps(6))
+        else:
+            from dbmigrate.to_sql import migrate_to_sql
+            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(5))
+    except MigrationError as exc:
+        report.error = exc.describe()
+        report.exit_code = exc.exit_code
+        log.error("%s", report.error)
+    finally:
+        report.seconds = time.perf_counter() - t_start
+    code = report.exit_code
+    report.finish()
+    if report.error:
+        report.exit_code = code if code != 0 else 1
+    elif report.status == "FAILED":
+        report.exit_code = 7
+    return report
+
+
+def settings_of(cfg: Config) -> dict:
+    return {"batch_size": cfg.batch_size, "verify": cfg.verify, "sample_size": cfg.sample_size,
+            "layout": cfg.layout or "mlflow-mongodb", "dry_run": cfg.dry_run, "progress": cfg.progress,
+            "skip_unmapped": cfg.skip_unmapped,
+            "log_level": cfg.log_level, "report_json": cfg.report_json}
+
+

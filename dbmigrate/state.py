@@ -1,0 +1,131 @@
+"""The checkpoint catalog of a migration: a small SQLite file per target.
+
+It records the setup (URIs without passwords, layout, options, the source's MLflow revision) and
+every part of the plan (a table, or a key range of a big table) with its status. A part is marked
+done only after the target acknowledged all of its writes (MongoDB: journaled; SQL: committed),
+so after a crash `--resume` redoes at most the parts that were in flight, and their rewrite is
+idempotent. A resume under a different setup is refused, naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbmigrate import __version__
+from dbmigrate.errors import ConfigError
+
+DEFAULT_DIR = ".dbmigrate-state"
+SETUP_KEYS = ("source", "target", "layout", "skip_unmapped", "revision", "orphans")
+
+
+@dataclass
+class PartState:
+    id: str
+    status: str          # pending | done
+    rows: int
+    seconds: float
+
+
+def state_path(state_dir: str | None, target_masked: str) -> Path:
+    base = Path(state_dir or os.environ.get("DBMIGRATE_STATE_DIR") or DEFAULT_DIR)
+    digest = hashlib.sha256(target_masked.encode()).hexdigest()[:16]
+    return base / f"migration-{digest}.sqlite"
+
+
+class State:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS setup (key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS parts (id TEXT PRIMARY KEY, target TEXT, source_table TEXT,
+                part TEXT, status TEXT, rows INTEGER, seconds REAL, finished TEXT, detail TEXT);
+            CREATE TABLE IF NOT EXISTS steps (name TEXT PRIMARY KEY, status TEXT, finished TEXT,
+                detail TEXT);
+        """)
+
+    @classmethod
+    def existing(cls, state_dir, target_masked) -> "State | None":
+        path = state_path(state_dir, target_masked)
+        return cls(path) if path.exists() else None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM setup")}
+
+    def write_setup(self, setup: dict) -> None:
+        self.db.execute("DELETE FROM setup")
+        for k, v in {**setup, "tool": f"dbmigrate {__version__}", "created": _now()}.items():
+            self.db.execute("INSERT INTO setup VALUES (?, ?)", (k, json.dumps(v)))
+
+    def check_setup(self, setup: dict) -> None:
+        """Refuse to resume a migration made with another setup."""
+        old = self.setup()
+        diffs = [f"{k}: was {old.get(k)!r}, now {setup.get(k)!r}" for k in SETUP_KEYS
+                 if k in setup and old.get(k) != setup.get(k)]
+        if diffs:
+            raise ConfigError("Cannot resume: the interrupted migration used another setup ("
+                              + "; ".join(diffs) + f"); its state is in {self.path}",
+                              hint="resume with the same options, or use --restart to start over")
+
+    # ------------------------------------------------------------------ parts
+    def done_parts(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM parts WHERE status = 'done'")}
+
+    def details(self) -> list[dict]:
+        return [json.loads(d or "{}") for (d,) in
+                self.db.execute("SELECT detail FROM parts WHERE status = 'done'")]
+
+    def part_rows(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT id, rows FROM parts WHERE status = 'done'")}
+
+    def register(self, parts) -> None:
+        for p in parts:
+            self.db.execute("INSERT OR IGNORE INTO parts (id, target, source_table, part, status, rows) "
+                            "VALUES (?, ?, ?, ?, 'pending', 0)",
+                            (p.id, p.target, p.table, json.dumps(p.part)))
+
+    def mark_done(self, part_id: str, rows: int, seconds: float, detail: dict | None = None) -> None:
+        self.db.execute("UPDATE parts SET status = 'done', rows = ?, seconds = ?, finished = ?, detail = ? "
+                        "WHERE id = ?", (rows, seconds, _now(), json.dumps(detail or {}), part_id))
+
+    def progress(self) -> tuple[int, int]:
+        done, total = self.db.execute(
+            "SELECT SUM(status = 'done'), COUNT(*) FROM parts").fetchone()
+        return int(done or 0), int(total or 0)
+
+    # ------------------------------------------------------------------ steps
+    def step_done(self, name: str) -> bool:
+        row = self.db.execute("SELECT status FROM steps WHERE name = ?", (name,)).fetchone()
+        return bool(row) and row[0] == "done"
+
+    def mark_step(self, name: str, detail: str = "") -> None:
+        self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, 'done', ?, ?)", (name, _now(), detail))
+
+    @property
+    def complete(self) -> bool:
+        return self.step_done("complete")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def remove(self) -> None:
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(str(self.path) + suffix)
+            except FileNotFoundError:
+                pass
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,73 @@
+"""The `verify` command: compare an existing target with its source, without writing."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from dbmigrate.config import Config
+from dbmigrate.errors import MigrationError
+from dbmigrate.pipeline import Steps, open_endpoints
+from dbmigrate.plan import make_plan
+from dbmigrate.readers.sql import SqlSource
+from dbmigrate.report import Report
+from dbmigrate.validate import verify_mongo
+
+log = logging.getLogger("dbmigrate")
+
+
+def verify(cfg: Config) -> Report:
+    t0 = time.perf_counter()
+    src_uri, dst_uri = open_endpoints(cfg)
+    layout = (cfg.layout or "mlflow-mongodb") if dst_uri.kind == "mongodb" else f"SQL ({dst_uri.kind})"
+    report = Report(command="verify", source=src_uri.masked, target=dst_uri.masked, layout=layout)
+    if cfg.verify == "none":
+        from dataclasses import replace
+        cfg = replace(cfg, verify="counts")
+    if dst_uri.kind != "mongodb":
+        from dbmigrate.to_sql import verify_sql
+        try:
+            verify_sql(cfg, src_uri, dst_uri, report, Steps(3))
+        except MigrationError as exc:
+            report.error = exc.describe()
+            report.exit_code = exc.exit_code
+        return _finish(report, t0)
+    steps = Steps(3)
+    source = writer = None
+    try:
+        from dbmigrate.writers.mongo import MongoWriter
+        steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
+        source = SqlSource(src_uri, connect_timeout=cfg.connect_timeout).open()
+        writer = MongoWriter(dst_uri, timeout_ms=cfg.connect_timeout * 1000)
+        writer.ping()
+        schema = source.inspect()
+        source.orphans = cfg.orphans
+        report.mlflow, report.revision = schema.version.describe(), schema.revision
+        report.snapshot = source.snapshot_id or ""
+        plan = make_plan(schema, layout, skip_unmapped=cfg.skip_unmapped)
+        counts = {t: source.count(t, raw=True) for t in schema.tables}
+        steps("verify (%s)", cfg.verify if cfg.verify != "none" else "counts")
+        level = cfg.verify if cfg.verify != "none" else "counts"
+        from dataclasses import replace
+        report.verification = verify_mongo(plan, source, writer.db, replace(cfg, verify=level), counts)
+        steps("done")
+    except MigrationError as exc:
+        report.error = exc.describe()
+        report.exit_code = exc.exit_code
+    finally:
+        if source is not None:
+            source.close()
+        if writer is not None:
+            writer.close()
+    return _finish(report, t0)
+
+
+def _finish(report: Report, t0: float) -> Report:
+    report.seconds = time.perf_counter() - t0
+    code = report.exit_code
+    report.finish()
+    if report.error:
+        report.exit_code = code if code != 0 else 1
+    elif report.status == "FAILED":
+        report.exit_code = 7
+    return report
