@@ -840,7 +840,8 @@ def print_summary(doc: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--metrics", type=int, default=1_000_000, help="metric rows in the source (the scale)")
+    ap.add_argument("--metrics", type=int, default=None,
+                    help="metric rows in the source (the scale; default 1000000, with --smoke 100000)")
     ap.add_argument("--runs", type=int, default=None,
                     help="runs in the source (default: metrics/100 within 1000..10000; tags 5x, params 10x)")
     ap.add_argument("--seed", type=int, default=42)
@@ -865,10 +866,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill a dbmigrate run whose processes used no CPU for this long (default 1800 s, "
                          "--smoke 300 s; 0: never). Index builds on a slow server legitimately idle a while")
     ap.add_argument("--smoke", action="store_true",
-                    help="CI smoke test: 100k metrics, every scenario, small limit samples, source dropped after")
+                    help="smoke test that the harness works: 100k metrics (unless --metrics), every scenario, small limit samples, source dropped after")
     args = ap.parse_args(argv)
+    if args.metrics is None:
+        args.metrics = 100_000 if args.smoke else 1_000_000
     if args.smoke:
-        args.metrics = 100_000
         args.mongo_limit_docs = min(args.mongo_limit_docs, 20_000)
         args.encode_limit_docs = min(args.encode_limit_docs, 100_000)
     if args.stall_timeout is None:

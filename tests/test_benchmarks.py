@@ -1,0 +1,51 @@
+"""The benchmark harness works: a small run of every scenario measures its limits and dbmigrate's figures.
+
+This is not a speed test (speed targets live in the benchmark's own output, run by hand at 1M/10M
+rows): it asserts that every scenario ran, copied every metric row, and that the ratios the README
+quotes can be computed from what was measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+METRICS = 20_000
+
+
+def test_benchmark_smoke(pg_base, tmp_path):
+    database = "dbm_benchsmoke_" + os.urandom(3).hex()
+    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--metrics", str(METRICS),
+                          "--database", database, "--pg-admin", pg_base, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    [path] = tmp_path.glob("*-20k.json")
+    doc = json.loads(path.read_text())
+    assert doc["failures"] == [] and doc["limit_errors"] in ([], {}, None)
+    assert doc["source"]["counts"]["metrics"] == METRICS
+    limits = {lim["key"]: lim for lim in doc["limits"]}
+    for key in ("read.metrics", "pg_copy_in.best", "sqlite.executemany", "mongo.run_metrics.dict",
+                "mongo.tables_metrics.dict"):
+        assert limits[key]["rows_per_s"] > 0, key
+    scenarios = {s["scenario"]: s for s in doc["scenarios"]}
+    assert set(scenarios) == {"pg-null", "pg-pg", "pg-sqlite", "pg-mongo", "pg-mongo-tables", "mongo-pg"}
+    for name, sc in scenarios.items():
+        assert sc["exit_code"] == 0, (name, sc.get("error"))
+        m = sc["metrics"]
+        assert m["rows"] == METRICS, (name, m)
+        assert m["rows_per_s"] > 0 and m["ratio"] > 0, (name, m)
+        assert 0 < sc["peak_rss_tree_mb"] < 4000, (name, sc["peak_rss_tree_mb"])
+    md = (tmp_path / "latest-20k.md").read_text()
+    assert "## Summary" in md and "| pg-mongo |" in md
+    # the smoke run drops the source it generated
+    import psycopg2
+    conn = psycopg2.connect(pg_base)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (database,))
+            assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
