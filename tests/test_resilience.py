@@ -73,8 +73,8 @@ def _trials(n_ci):
 
 @pytest.mark.parametrize("layout", ["mlflow-mongodb", "tables"])
 def test_kill_and_resume_into_mongodb(bulk_source, mongo_db, tmp_path, layout):
-    rng = random.Random(KILL_SEED + hash(layout) % 1000)
-    for trial in range(_trials(2)):
+    rng = random.Random(KILL_SEED + sum(map(ord, layout)))
+    for trial in range(_trials(1)):  # one per layout in CI (SecantusDB is slow); more with -m slow
         target = mongo_db()
         delay = rng.uniform(1.5, 9.0)
         finished, res = _kill_and_resume(bulk_source, target, tmp_path / f"s{trial}", delay,
