@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from dbmigrate.errors import ConfigError, ConnectionFailed, SchemaError, TargetNotEmpty
+from dbmigrate.errors import ConfigError, ConnectionFailed, MigrationError, SchemaError, TargetNotEmpty
 from dbmigrate.mlflow_schema import REVISIONS, revision_index, schema_version
 from dbmigrate.uri import mask_text
 
@@ -306,6 +306,47 @@ def create_schema(url: str, revision: str) -> None:
                           table=ALEMBIC_TABLE)
 
 
+def create_schema_isolated(url: str, revision: str) -> None:
+    """create_schema in a child process, so that MLflow (a few hundred MB once imported) never
+    stays in the migrating process. The URL goes through the environment, never the command line;
+    an error comes back as the same MigrationError subclass, message, table and hint."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    log.info("Creating the MLflow schema at %s with MLflow's migrations in %s (child process)",
+             schema_version(revision).describe(), _masked(url))
+    env = dict(os.environ, DBMIGRATE_SCHEMA_URL=url)
+    res = subprocess.run([sys.executable, "-m", "dbmigrate.sql_schema", revision], env=env,
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        return
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("DBMIGRATE_ERROR ")]
+    if not lines:
+        raise SchemaError(f"Creating the MLflow schema in {_masked(url)} failed: "
+                          + mask_text((res.stderr.strip().splitlines() or ["(no output)"])[-1]))
+    err = json.loads(lines[-1].removeprefix("DBMIGRATE_ERROR "))
+    from dbmigrate import errors
+    cls = getattr(errors, err["type"], SchemaError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.MigrationError)):
+        cls = SchemaError
+    raise cls(err["message"], table=err.get("table"), hint=err.get("hint"))
+
+
+def _main(argv: list[str]) -> int:
+    """Child side of create_schema_isolated: python -m dbmigrate.sql_schema REVISION."""
+    import json
+    import os
+    try:
+        create_schema(os.environ["DBMIGRATE_SCHEMA_URL"], argv[0])
+    except MigrationError as exc:
+        print("DBMIGRATE_ERROR " + json.dumps({"type": type(exc).__name__, "message": exc.message,
+                                               "table": exc.table, "hint": exc.hint}), flush=True)
+        return 1
+    return 0
+
+
 def _describe(revision: str | None) -> str:
     if revision is None:
         return "no alembic revision"
@@ -330,7 +371,7 @@ def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = Tru
     sv = schema_version(revision)  # unknown revision -> SchemaError before touching the target
     state = inspect_target(url)
     if not state.tables:
-        create_schema(url, revision)
+        create_schema_isolated(url, revision)
         return inspect_target(url)
 
     if ALEMBIC_TABLE not in state.tables:
@@ -427,3 +468,8 @@ def installed_head() -> str:
     if len(heads) != 1:
         raise SchemaError(f"The installed MLflow's migrations have {len(heads)} heads; expected one")
     return heads[0]
+
+
+if __name__ == "__main__":
+    import sys as _sys
+    _sys.exit(_main(_sys.argv[1:]))
