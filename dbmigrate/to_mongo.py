@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from dbmigrate import __version__
 from dbmigrate.analyze import analyze_source, estimate_seconds
@@ -63,13 +64,25 @@ class MongoRunner:
             batches = self.source.pages(cp.table, cp.columns, cp.key, self.cfg.batch_size, part=part.part)
         else:
             batches = self.source.stream(cp.table, cp.columns, self.cfg.batch_size, part=part.part)
-        for rows in batches:
-            docs = build_documents(cp, self.source, rows, accounts)
-            self.writer.write(cp.name, docs)
-            res.rows += len(rows)
-            res.written += len(docs)
-            res.batches += 1
-            progress(part.table, len(rows))
+        # One batch is written (by a thread: pymongo waits on the socket without the GIL) while the
+        # next is read and converted, so the server is never idle waiting for us. At most two
+        # batches are in memory; the part counts as done only after the last write returned.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbmigrate-write")
+        pending = None
+        try:
+            for rows in batches:
+                docs = build_documents(cp, self.source, rows, accounts)
+                if pending is not None:
+                    pending.result()  # re-raises the write's error here
+                pending = pool.submit(self.writer.write, cp.name, docs)
+                res.rows += len(rows)
+                res.written += len(docs)
+                res.batches += 1
+                progress(part.table, len(rows))
+            if pending is not None:
+                pending.result()
+        finally:
+            pool.shutdown(wait=True)
         res.seconds = time.perf_counter() - t0
         res.accounts = {t: [a.rows, a.seconds, sorted(a.keys, key=repr)] for t, a in accounts.items()}
         return res
