@@ -3,7 +3,7 @@
     python -m benchmarks.run --metrics 1000000 [--reuse-db] \
         [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,mongo-pg,pg-null] \
         [--workers N] [--batch-size N] [--out benchmarks/results]
-    python -m benchmarks.run --smoke        # 100k metric rows, every scenario, for CI
+    python -m benchmarks.run --smoke [--metrics N]   # 100k metric rows by default, every scenario; the tests use 20k
 
 One run:
 
