@@ -53,7 +53,7 @@ def migrate(cfg: Config) -> Report:
             migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, Steps(6))
         else:
             from dbmigrate.to_sql import migrate_to_sql
-            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(5))
+            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(6))
     except MigrationError as exc:
         report.error = exc.describe()
         report.exit_code = exc.exit_code

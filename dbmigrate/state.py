@@ -111,6 +111,11 @@ class State:
     def mark_step(self, name: str, detail: str = "") -> None:
         self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, 'done', ?, ?)", (name, _now(), detail))
 
+    def step_detail(self, name: str) -> str | None:
+        """The detail a done step recorded, None if the step is not done."""
+        row = self.db.execute("SELECT status, detail FROM steps WHERE name = ?", (name,)).fetchone()
+        return row[1] if row and row[0] == "done" else None
+
     @property
     def complete(self) -> bool:
         return self.step_done("complete")

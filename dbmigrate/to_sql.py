@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import itemgetter
 
 from dbmigrate.checksum import Checksum
+from dbmigrate.errors import DataError
 from dbmigrate.config import Config
 from dbmigrate.mlflow_schema import load_rank, schema_version
 from dbmigrate.readers.sql import SqlSource
@@ -121,9 +123,11 @@ class SqlRunner:
         key = self.source.schema.tables[table].pk if isinstance(self.source, SqlSource) else columns[:1]
         check = Checksum()
         order = sorted(range(len(columns)), key=lambda i: columns[i])
+        canonical = itemgetter(*order) if len(order) > 1 else (lambda r: (r[order[0]],))
+        add = check.add
         for rows in batches:
             for r in rows:
-                check.add(tuple(r[i] for i in order))
+                add(canonical(r))
             if not self.cfg.dry_run:
                 self.writer.insert_rows(table, columns, rows, key_columns=key)
             res.rows += len(rows)
@@ -202,6 +206,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         if state:
             state.register(parts)
         pending = [p for p in parts if p.id not in done]
+        deferred = defer_keys(cfg, dst_uri, writer, state, copy, counts, bool(done), report)
         steps("copy %d tables in %d parts (%d to do, %d worker%s)", len(copy), len(parts), len(pending),
               workers, "s" if workers != 1 else "")
         checks: dict[str, list] = {}
@@ -231,10 +236,23 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
                 run_parts(level, SqlRunner.in_worker, args, workers, on_done, bars.update, inline_runner=inline)
         finally:
             bars.close()
+        rebuild_seconds: dict[str, float] = {}
+        steps("keys and indexes: %s; id sequences", f"rebuild {len(deferred)} of " + ", ".join(
+            sorted({d["table"] for d in deferred})) if deferred else "all built with the schema")
+        if deferred:
+            for d in writer.rebuild_deferred(deferred, workers):
+                rebuild_seconds[d["table"]] = rebuild_seconds.get(d["table"], 0.0) + d["seconds"]
+            now = {(d["name"], d["sql"]) for d in writer.deferrable_ddl(sorted({d["table"] for d in deferred}))}
+            lost = [f"{d['table']}.{d['name']} ({d['kind']})" for d in deferred if (d["name"], d["sql"]) not in now]
+            if lost:  # cannot happen unless someone changed the target meanwhile; never pass silently
+                raise DataError("After the load, these keys/indexes differ from the ones dropped before it: "
+                                + ", ".join(lost), hint="rerun with --resume to rebuild them")
+            state.mark_step("rebuilt")
         for t in copy:
             rows, seconds, batches = per_table.get(t, [0, 0.0, 0])
             if t in spans:  # wall clock across the table's parts, which may run in parallel
                 seconds = spans[t][1] - spans[t][0]
+            seconds += rebuild_seconds.get(t, 0.0)  # its keys and indexes, rebuilt after the load
             report.tables.append(TableRow(t, f"{dst_uri.kind}:{t}", counts[t] if is_sql else rows, rows,
                                           max(counts[t] - rows, 0) if is_sql else 0, 0, seconds,
                                           "" if is_sql or _direct(source, t) else "rows rebuilt from embedded documents",
@@ -340,6 +358,37 @@ def fk_depths(writer, tables: list[str], dry_run: bool) -> dict[str, int]:
     for t in tables:
         d(t)
     return depth
+
+
+# Tables of at least this many rows are loaded into PostgreSQL without their keys, indexes and
+# foreign keys, which are rebuilt after the load (benchmarks: 3x faster than COPY with them live).
+DEFER_MIN_ROWS = 100_000
+
+
+def defer_keys(cfg: Config, dst_uri: DatabaseURI, writer, state, copy: list[str], counts: dict,
+               resuming: bool, report: Report) -> list[dict]:
+    """Drop the keys/indexes/foreign keys of the big tables of a PostgreSQL target before loading.
+    What is dropped is first recorded (durably) in the checkpoint catalog, so a killed run's
+    --resume rebuilds it; a resumed run uses what its first run recorded."""
+    import json
+    if state is None or cfg.dry_run or dst_uri.kind != "postgresql":
+        return []
+    recorded = state.step_detail("deferred")
+    if recorded is not None:
+        ddl = json.loads(recorded or "[]")
+    elif resuming:
+        return []
+    else:
+        big = [t for t in copy if (counts.get(t) or 0) >= DEFER_MIN_ROWS]
+        ddl = writer.deferrable_ddl(big)
+        state.mark_step("deferred", json.dumps(ddl))
+        writer.drop_deferred(ddl)
+    if ddl and not state.step_done("rebuilt"):
+        report.notes.append(f"loaded without their keys and indexes, rebuilt after the load: "
+                            + ", ".join(sorted({d["table"] for d in ddl})) + f" ({len(ddl)} keys, indexes "
+                            "and foreign keys; their seconds include the rebuild)")
+        return ddl
+    return []
 
 
 def open_sql_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, revision: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -97,6 +98,40 @@ def test_kill_and_resume_into_postgresql(bulk_source, sql_db, tmp_path):
         assert res.returncode == 0, f"trial {trial} (kill after {delay:.1f} s): {res.stdout[-3000:]}"
         ver = run_cli("verify", "--source", bulk_source, "--target", target, "--verify", "full")
         assert ver.returncode == 0, f"trial {trial}: {ver.stdout[-3000:]}"
+        # metrics and params were loaded bare and their keys/indexes/foreign keys rebuilt (by the
+        # resumed run): the target's schema is exactly the one MLflow's migrations make
+        assert re.search(r"keys and indexes: rebuild \d+ of metrics;", res.stderr) or "already completed" in res.stdout
+        assert _pg_schema(target) == _mlflow_made_schema(pg_base_of(target))
+
+
+def pg_base_of(uri):
+    return uri.rpartition("/")[0] + "/postgres"
+
+
+def _pg_schema(uri) -> set:
+    import psycopg2
+    conn = psycopg2.connect(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT t.relname, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                        "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+                        "WHERE n.nspname = 'public'")
+            cons = set(cur.fetchall())
+            cur.execute("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+            return cons | set(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _mlflow_made_schema(pg_base) -> set:
+    from dbmigrate.sql_schema import create_schema
+    name = servers.create_pg_database(pg_base, "dbm_fresh")
+    try:
+        uri = servers.pg_database(pg_base, name)
+        create_schema(servers.mlflow_uri(uri), "dc11669786a5")
+        return _pg_schema(uri)
+    finally:
+        servers.drop_pg_database(pg_base, name)
 
 
 @pytest.mark.slow

@@ -74,6 +74,10 @@ class SqlWriter:
                 cur.execute("PRAGMA foreign_keys = ON")
                 cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute("PRAGMA synchronous = NORMAL")
+                # No checkpoints while loading: they would copy the WAL into the file at every
+                # ~4 MB of commits (measured: a fifth of a PostgreSQL -> SQLite copy). analyze()
+                # checkpoints once at the end; a killed run's WAL is recovered on the next open.
+                cur.execute("PRAGMA wal_autocheckpoint = 0")
             cur.close()
             conn.commit()
         return self._raw.driver_connection
@@ -255,6 +259,119 @@ class SqlWriter:
                                     table=table, key=key_of(row), column=name,
                                     hint="choose a PostgreSQL or MongoDB target for this data")
 
+    # ------------------------------------------------------------------ deferred keys and indexes
+    def deferrable_ddl(self, tables: list[str]) -> list[dict]:
+        """PostgreSQL: the primary/unique keys, secondary indexes and foreign keys of `tables` (and
+        the foreign keys of other tables that point at them), as the statements that rebuild them,
+        in rebuild order: keys, then indexes, then foreign keys. Loading into a bare table and
+        rebuilding is ~3x faster than COPY into a table whose indexes are live (benchmarks)."""
+        if self.dialect != "postgresql" or not tables:
+            return []
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.execute("""
+                SELECT c.conname, c.contype, t.relname, pg_get_constraintdef(c.oid)
+                FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+                JOIN pg_namespace n ON n.oid = t.relnamespace
+                LEFT JOIN pg_class r ON r.oid = c.confrelid
+                WHERE n.nspname = current_schema() AND c.contype IN ('p', 'u', 'f')
+                  AND (t.relname = ANY(%s) OR (c.contype = 'f' AND r.relname = ANY(%s)))
+                ORDER BY t.relname, c.conname""", (list(tables), list(tables)))
+            cons = cur.fetchall()
+            cur.execute("""
+                SELECT i.indexname, i.tablename, i.indexdef FROM pg_indexes i
+                WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)
+                  AND NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_class ic ON ic.oid = c.conindid
+                                  WHERE ic.relname = i.indexname)
+                ORDER BY i.tablename, i.indexname""", (list(tables),))
+            idx = cur.fetchall()
+            conn.commit()
+        finally:
+            cur.close()
+        ddl = []
+        for kind in ("p", "u"):
+            ddl += [{"kind": "key", "name": n, "table": t,
+                     "sql": f"ALTER TABLE {self.q(t)} ADD CONSTRAINT {self.q(n)} {d}"}
+                    for n, k, t, d in cons if k == kind]
+        ddl += [{"kind": "index", "name": n, "table": t, "sql": d} for n, t, d in idx]
+        ddl += [{"kind": "foreign key", "name": n, "table": t,
+                 "sql": f"ALTER TABLE {self.q(t)} ADD CONSTRAINT {self.q(n)} {d}"}
+                for n, k, t, d in cons if k == "f"]
+        return ddl
+
+    def drop_deferred(self, ddl: list[dict]) -> None:
+        """Drop what `ddl` rebuilds, in one transaction (foreign keys first)."""
+        if not ddl:
+            return
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            for d in reversed(ddl):
+                if d["kind"] == "index":
+                    cur.execute(f"DROP INDEX IF EXISTS {self.q(d['name'])}")
+                else:
+                    cur.execute(f"ALTER TABLE {self.q(d['table'])} DROP CONSTRAINT IF EXISTS {self.q(d['name'])}")
+            conn.commit()
+        except Exception:
+            _rollback(conn)
+            raise
+        finally:
+            cur.close()
+
+    def rebuild_deferred(self, ddl: list[dict], workers: int = 1) -> list[dict]:
+        """Rebuild what drop_deferred dropped and is still missing (a resumed run may find some
+        rebuilt): one table per connection at a time, up to `workers` tables in parallel; keys
+        before indexes before foreign keys. A failure names the table and the constraint."""
+        if not ddl:
+            return []
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                        "WHERE n.nspname = current_schema()")
+            present = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+            present |= {r[0] for r in cur.fetchall()}
+            conn.commit()
+        finally:
+            cur.close()
+        todo = [d for d in ddl if d["name"] not in present]
+        stages = [[d for d in todo if d["kind"] != "foreign key"], [d for d in todo if d["kind"] == "foreign key"]]
+        done: list[dict] = []
+
+        def run_table(items):
+            engine_conn = self.engine.raw_connection()
+            try:
+                c = engine_conn.driver_connection
+                cur2 = c.cursor()
+                for d in items:
+                    t0 = time.perf_counter()
+                    try:
+                        cur2.execute(d["sql"])
+                        c.commit()
+                    except Exception as exc:  # noqa: BLE001
+                        c.rollback()
+                        text = str(getattr(exc, "pgerror", None) or exc).strip().splitlines()
+                        raise DataError(f"Rebuilding {d['kind']} {d['name']} after the load failed: "
+                                        f"{mask_text(text[0] if text else type(exc).__name__)}",
+                                        table=d["table"],
+                                        hint="fix the cause and rerun with --resume (the rebuild is retried)") from None
+                    done.append({**d, "seconds": time.perf_counter() - t0})
+                cur2.close()
+            finally:
+                engine_conn.close()
+
+        from concurrent.futures import ThreadPoolExecutor
+        for stage in stages:
+            by_table: dict[str, list] = {}
+            for d in stage:
+                by_table.setdefault(d["table"], []).append(d)
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                for f in [pool.submit(run_table, items) for items in by_table.values()]:
+                    f.result()
+        return done
+
     # ------------------------------------------------------------------ finish
     def advance_sequences(self, tables: list[str]) -> list[str]:
         """Move id generators (PostgreSQL sequences / identities, MySQL AUTO_INCREMENT) past the
@@ -299,6 +416,12 @@ class SqlWriter:
             conn.rollback()
         finally:
             cur.close()
+        if self.dialect == "sqlite":
+            cur = conn.cursor()
+            try:
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the one checkpoint (see connect())
+            finally:
+                cur.close()
 
 
 RETRIES = 6
@@ -320,17 +443,20 @@ def _pg_text(v) -> str:
         return "\\N"
     t = type(v)
     if t is str:
-        return v.translate(_PG_ESCAPES)
+        # translate() is slow; most values hold nothing to escape
+        if "\\" in v or "\t" in v or "\n" in v or "\r" in v:
+            return v.translate(_PG_ESCAPES)
+        return v
+    if t is float:
+        r = repr(v)  # shortest round-trip form; -0.0 stays -0.0
+        last = r[-1]
+        if last == "n" or last == "f":  # nan, inf, -inf
+            return "NaN" if r == "nan" else ("Infinity" if r == "inf" else "-Infinity")
+        return r
     if t is bool:
         return "t" if v else "f"
     if t is int:
         return str(v)
-    if t is float:
-        if v != v:
-            return "NaN"
-        if v in (math.inf, -math.inf):
-            return "Infinity" if v > 0 else "-Infinity"
-        return repr(v)  # shortest round-trip form; -0.0 stays -0.0
     if isinstance(v, (bytes, bytearray, memoryview)):
         return "\\\\x" + bytes(v).hex()
     if isinstance(v, bool):
