@@ -87,6 +87,10 @@ class SqlWriter:
         return {"version": self.engine.dialect.name, "database": self.uri.database}
 
     def close(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            import os
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if self._raw is not None:
             try:
                 self._raw.close()
@@ -146,19 +150,51 @@ class SqlWriter:
                 pass
             self._raw = None
 
+    def _sqlite_write_lock(self):
+        """An exclusive lock every dbmigrate process writing this SQLite file takes around a
+        batch. SQLite has one writer at a time anyway; waiting on its busy handler sleeps up to
+        100 ms per try, while a waiter on this lock wakes the moment the writer commits."""
+        import contextlib
+        import fcntl
+        import hashlib
+        import os
+        import tempfile
+
+        if getattr(self, "_lock_fd", None) is None:
+            path = os.path.realpath(self.uri.sqlite_path or "")
+            name = "dbmigrate-sqlite-" + hashlib.sha1(path.encode()).hexdigest()[:16] + ".lock"
+            self._lock_fd = os.open(os.path.join(tempfile.gettempdir(), name), os.O_RDWR | os.O_CREAT, 0o600)
+
+        @contextlib.contextmanager
+        def held():
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return held()
+
     def _insert_once(self, table: str, columns: list[str], rows: list[tuple]) -> None:
         conn = self.connect()
         try:
             if self.dialect == "postgresql":
                 self._copy_in(conn, table, columns, rows)
+                conn.commit()
             else:
                 marks = ", ".join(["%s" if self.dialect == "mysql" else "?"] * len(columns))
                 sql = (f"INSERT INTO {self.q(table)} ({', '.join(self.q(c) for c in columns)}) "
                        f"VALUES ({marks})")
-                cur = conn.cursor()
-                cur.executemany(sql, rows)
-                cur.close()
-            conn.commit()
+                if self.dialect == "sqlite" and self.uri.sqlite_path not in (None, ":memory:"):
+                    with self._sqlite_write_lock():
+                        cur = conn.cursor()
+                        cur.executemany(sql, rows)
+                        cur.close()
+                        conn.commit()
+                else:
+                    cur = conn.cursor()
+                    cur.executemany(sql, rows)
+                    cur.close()
+                    conn.commit()
         except MigrationError:
             _rollback(conn)
             raise
