@@ -394,6 +394,11 @@ def _numeric_dict(raw):
         value = json.loads(raw)
     except ValueError:
         return None
+    return _finite_numbers(value)
+
+
+def _finite_numbers(value):
+    """`value` if it is a dict of finite numbers (not booleans), else None."""
     if not isinstance(value, dict):
         return None
     for number in value.values():
@@ -466,15 +471,7 @@ def span_type(content, sql_type):
 
 
 def _numeric_attr(content, key):
-    value = _attr(content, key)
-    if not isinstance(value, dict):
-        return None
-    for number in value.values():
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            return None
-        if isinstance(number, float) and not math.isfinite(number):
-            return None
-    return value
+    return _finite_numbers(_attr(content, key))
 
 
 @converter

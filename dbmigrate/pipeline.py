@@ -58,8 +58,13 @@ def migrate(cfg: Config) -> Report:
         report.error = exc.describe()
         report.exit_code = exc.exit_code
         log.error("%s", report.error)
-    finally:
-        report.seconds = time.perf_counter() - t_start
+    return finish(report, t_start)
+
+
+def finish(report: Report, t_start: float) -> Report:
+    """Seconds, status and exit code of a finished command (migrate or verify): an error keeps
+    its own code (1 if it had none), a failed verification is 7."""
+    report.seconds = time.perf_counter() - t_start
     code = report.exit_code
     report.finish()
     if report.error:

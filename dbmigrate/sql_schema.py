@@ -402,7 +402,7 @@ def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = Tru
                    f"first), or start from an empty target database (drop and recreate it; "
                    f"dbmigrate then creates the schema at the source's revision)")
         else:
-            fix = (f"the target must be at exactly the source's revision: start from an empty "
+            fix = ("the target must be at exactly the source's revision: start from an empty "
                    f"target database (drop and recreate it; dbmigrate then creates the schema at "
                    f"the source's revision)"
                    + (f", or upgrade the target with `mlflow db upgrade <target-uri>` using MLflow "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbmigrate import __version__
-from dbmigrate.errors import ConfigError
+from dbmigrate.errors import ConfigError, TargetNotEmpty
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR = ".dbmigrate-state"
 SETUP_KEYS = ("source", "target", "layout", "skip_unmapped", "revision", "orphans")
@@ -134,3 +137,42 @@ class State:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def open_checkpoint(cfg, target_masked: str, setup: dict, *, check_resumable, clear_target,
+                    require_empty) -> "State":
+    """The checkpoint catalog of a migration into one target, for either kind of target:
+    resumed (same setup; `check_resumable()` adds the target kind's own checks), restarted
+    (`clear_target()` removes what the earlier run wrote) or new (`require_empty()` refuses a
+    target that holds data). An unfinished earlier run is never overwritten silently."""
+    path = state_path(cfg.state_dir, target_masked)
+    existing = State(path) if path.exists() else None
+    if cfg.resume:
+        if existing is None:
+            raise ConfigError(f"--resume: no interrupted migration into {target_masked} (no state file {path})",
+                              hint="run without --resume to start one")
+        if existing.complete:
+            raise ConfigError(f"--resume: the migration into {target_masked} already completed", hint=str(path))
+        existing.check_setup(setup)
+        check_resumable()
+        done, total = existing.progress()
+        log.info("resuming: %d of %d parts already copied (state %s)", done, total, path)
+        return existing
+    if cfg.restart:
+        if existing is None:
+            raise ConfigError(f"--restart: no earlier migration into {target_masked} to start over "
+                              f"(no state file {path})", hint="run without --restart")
+        clear_target()
+        existing.remove()
+        existing = None
+    elif existing is not None and not existing.complete:
+        done, total = existing.progress()
+        existing.close()
+        raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
+                             f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
+    require_empty()
+    if existing is not None:
+        existing.remove()
+    state = State(path)
+    state.write_setup(setup)
+    return state

@@ -12,12 +12,12 @@ from dbmigrate.analyze import analyze_source, estimate_seconds
 from dbmigrate.assemble import Accounts, build_documents
 from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult, make_parts, run_parts
-from dbmigrate.errors import ConfigError, DataError, TargetNotEmpty
+from dbmigrate.errors import DataError
 from dbmigrate.plan import Plan, make_plan
 from dbmigrate.progress import Bars
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report, TableRow
-from dbmigrate.state import State, state_path
+from dbmigrate.state import State, open_checkpoint
 from dbmigrate.uri import DatabaseURI, parse_uri
 
 log = logging.getLogger("dbmigrate")
@@ -208,37 +208,12 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
 
 def open_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, plan: Plan, report: Report) -> State:
     """The checkpoint catalog for this target: new, resumed (same setup) or restarted."""
-    path = state_path(cfg.state_dir, dst_uri.masked)
-    existing = State(path) if path.exists() else None
-    if cfg.resume:
-        if existing is None:
-            raise ConfigError(f"--resume: no interrupted migration into {dst_uri.masked} (no state file {path})",
-                              hint="run without --resume to start one")
-        if existing.complete:
-            raise ConfigError(f"--resume: the migration into {dst_uri.masked} already completed", hint=str(path))
-        existing.check_setup(setup)
-        done, total = existing.progress()
-        log.info("resuming: %d of %d parts already copied (state %s)", done, total, path)
-        return existing
-    if cfg.restart:
-        if existing is None:
-            raise ConfigError(f"--restart: no earlier migration into {dst_uri.masked} to start over "
-                              f"(no state file {path})", hint="run without --restart")
+    def clear_target():
         dropped = writer.drop_collections(plan.target_names + [plan.marker])
         report.notes.append(f"restarted: dropped {len(dropped)} collections of the earlier run")
-        existing.remove()
-        existing = None
-    elif existing is not None and not existing.complete:
-        done, total = existing.progress()
-        existing.close()
-        raise TargetNotEmpty(f"An interrupted migration into {dst_uri.masked} exists ({done} of {total} parts "
-                             f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
-    writer.require_empty(plan.target_names, plan.marker)
-    if existing is not None:
-        existing.remove()
-    state = State(path)
-    state.write_setup(setup)
-    return state
+
+    return open_checkpoint(cfg, dst_uri.masked, setup, check_resumable=lambda: None, clear_target=clear_target,
+                           require_empty=lambda: writer.require_empty(plan.target_names, plan.marker))
 
 
 def load_accounts(state: State, accounts: Accounts) -> None:

@@ -384,7 +384,7 @@ def defer_keys(cfg: Config, dst_uri: DatabaseURI, writer, state, copy: list[str]
         state.mark_step("deferred", json.dumps(ddl))
         writer.drop_deferred(ddl)
     if ddl and not state.step_done("rebuilt"):
-        report.notes.append(f"loaded without their keys and indexes, rebuilt after the load: "
+        report.notes.append("loaded without their keys and indexes, rebuilt after the load: "
                             + ", ".join(sorted({d["table"] for d in ddl})) + f" ({len(ddl)} keys, indexes "
                             "and foreign keys; their seconds include the rebuild)")
         return ddl
@@ -393,40 +393,16 @@ def defer_keys(cfg: Config, dst_uri: DatabaseURI, writer, state, copy: list[str]
 
 def open_sql_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, revision: str):
     """The checkpoint catalog for a SQL target: new (schema made or checked), resumed, restarted."""
-    from dbmigrate.errors import TargetNotEmpty
-    from dbmigrate.state import State, state_path
     from dbmigrate.errors import ConfigError
-    path = state_path(cfg.state_dir, dst_uri.masked)
-    existing = State(path) if path.exists() else None
-    if cfg.resume:
-        if existing is None:
-            raise ConfigError(f"--resume: no interrupted migration into {dst_uri.masked} (state {path})",
-                              hint="run without --resume to start one")
-        if existing.complete:
-            raise ConfigError(f"--resume: the migration into {dst_uri.masked} already completed", hint=str(path))
-        existing.check_setup(setup)
-        from dbmigrate.sql_schema import inspect_target
+    from dbmigrate.sql_schema import inspect_target
+    from dbmigrate.state import open_checkpoint
+
+    def check_resumable():
         if inspect_target(writer.url).revision != revision:
             raise ConfigError("--resume: the target's schema is not the one the interrupted run made")
-        return existing
-    if cfg.restart:
-        if existing is None:
-            raise ConfigError(f"--restart: no earlier migration into {dst_uri.masked} to start over "
-                              f"(no state file {path})", hint="run without --restart")
-        writer.drop_mlflow_tables()
-        existing.remove()
-        existing = None
-    elif existing is not None and not existing.complete:
-        done, total = existing.progress()
-        existing.close()
-        raise TargetNotEmpty(f"An interrupted migration into {dst_uri.masked} exists ({done} of {total} parts "
-                             f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
-    writer.prepare(revision)
-    if existing is not None:
-        existing.remove()
-    state = State(path)
-    state.write_setup(setup)
-    return state
+
+    return open_checkpoint(cfg, dst_uri.masked, setup, check_resumable=check_resumable,
+                           clear_target=writer.drop_mlflow_tables, require_empty=lambda: writer.prepare(revision))
 
 
 # Metric value columns: a -0.0 there becomes 0.0 on SQLite and MySQL/MariaDB, which store no

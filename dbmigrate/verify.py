@@ -7,7 +7,7 @@ import time
 
 from dbmigrate.config import Config
 from dbmigrate.errors import MigrationError
-from dbmigrate.pipeline import Steps, open_endpoints
+from dbmigrate.pipeline import Steps, finish, open_endpoints
 from dbmigrate.plan import make_plan
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report
@@ -31,7 +31,7 @@ def verify(cfg: Config) -> Report:
         except MigrationError as exc:
             report.error = exc.describe()
             report.exit_code = exc.exit_code
-        return _finish(report, t0)
+        return finish(report, t0)
     steps = Steps(3)
     source = writer = None
     try:
@@ -59,15 +59,4 @@ def verify(cfg: Config) -> Report:
             source.close()
         if writer is not None:
             writer.close()
-    return _finish(report, t0)
-
-
-def _finish(report: Report, t0: float) -> Report:
-    report.seconds = time.perf_counter() - t0
-    code = report.exit_code
-    report.finish()
-    if report.error:
-        report.exit_code = code if code != 0 else 1
-    elif report.status == "FAILED":
-        report.exit_code = 7
-    return report
+    return finish(report, t0)

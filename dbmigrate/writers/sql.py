@@ -13,6 +13,7 @@ MySQL/MariaDB, NaN and -0.0 on SQLite (it stores -0.0 as 0 and NaN as NULL). (Me
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -154,7 +155,6 @@ class SqlWriter:
         """An exclusive lock every dbmigrate process writing this SQLite file takes around a
         batch. SQLite has one writer at a time anyway; waiting on its busy handler sleeps up to
         100 ms per try, while a waiter on this lock wakes the moment the writer commits."""
-        import contextlib
         import fcntl
         import hashlib
         import os
@@ -184,13 +184,8 @@ class SqlWriter:
                 marks = ", ".join(["%s" if self.dialect == "mysql" else "?"] * len(columns))
                 sql = (f"INSERT INTO {self.q(table)} ({', '.join(self.q(c) for c in columns)}) "
                        f"VALUES ({marks})")
-                if self.dialect == "sqlite" and self.uri.sqlite_path not in (None, ":memory:"):
-                    with self._sqlite_write_lock():
-                        cur = conn.cursor()
-                        cur.executemany(sql, rows)
-                        cur.close()
-                        conn.commit()
-                else:
+                shared_file = self.dialect == "sqlite" and self.uri.sqlite_path not in (None, ":memory:")
+                with self._sqlite_write_lock() if shared_file else contextlib.nullcontext():
                     cur = conn.cursor()
                     cur.executemany(sql, rows)
                     cur.close()
@@ -273,7 +268,7 @@ class SqlWriter:
             if not info.get(name, {}).get("nullable", True):
                 for row in rows:
                     if row[i] is None:
-                        raise DataError(f"NULL in a column that is NOT NULL in the target's MLflow schema",
+                        raise DataError("NULL in a column that is NOT NULL in the target's MLflow schema",
                                         table=table, key=key_of(row), column=name)
         if self.dialect == "postgresql":
             return
