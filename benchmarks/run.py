@@ -860,7 +860,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="documents for the MongoDB insert/find limits (a rate; SecantusDB takes ~15k/s)")
     ap.add_argument("--encode-limit-docs", type=int, default=1_000_000, help="documents for the bson.encode limit")
     ap.add_argument("--sqlite-limit-rows", type=int, default=0, help="rows for the SQLite limit (default all)")
-    ap.add_argument("--copy-formats", default="text", help="COPY FROM limit formats: text (dbmigrate's), binary")
+    ap.add_argument("--copy-formats", default="text,binary",
+                    help="COPY FROM limit formats, the best counts: text (dbmigrate from MongoDB, SQLite, MySQL), "
+                         "binary (dbmigrate PostgreSQL -> PostgreSQL)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per dbmigrate run")
     ap.add_argument("--stall-timeout", type=float, default=None,
                     help="kill a dbmigrate run whose processes used no CPU for this long (default 1800 s, "

@@ -155,11 +155,12 @@ def run_parts(parts: list[Part], factory, args: tuple, workers: int, on_done, on
 
 
 def levels(parts: list[Part]) -> list[list[Part]]:
-    """Parts grouped by foreign-key level, parents first."""
+    """Parts grouped by foreign-key level, parents first; in each level the biggest parts first,
+    so that the workers do not end the level waiting on one big part started last."""
     out: dict[int, list[Part]] = {}
     for p in parts:
         out.setdefault(p.level, []).append(p)
-    return [out[k] for k in sorted(out)]
+    return [sorted(out[k], key=lambda p: -(p.rows or 0)) for k in sorted(out)]
 
 
 class Timer:

@@ -116,8 +116,20 @@ class SqlRunner:
         target_cols = self.writer.table_columns(table) if _has_table(self.writer, table) else {}
         insertable = [c for c, info in target_cols.items() if not info["generated"]] or None
         zeros = NegativeZeros() if self.zero_lossy else None
-        if not self.cfg.dry_run:
-            self.writer.delete_part(table, part.part)  # a rerun of a part starts from nothing
+        if self.cfg.resume and not self.cfg.dry_run:
+            # A part the interrupted run had begun starts again from nothing. (In a new run the
+            # target was checked empty, and a part that fails stops the run before any rerun.)
+            self.writer.delete_part(table, part.part)
+        direct = self.direct_columns(table, insertable)
+        if direct:  # PostgreSQL -> PostgreSQL, same types, nothing to change: bytes straight through
+            res.rows = res.written = self.writer.copy_from(
+                table, direct, part.part, self.source._conn, self.source.copy_out_sql(table, direct, part.part),
+                on_rows=lambda n: progress(table, n))
+            res.batches = 1
+            res.seconds = time.perf_counter() - t0
+            log.debug("part %s: %d rows copied byte for byte in %.2f s", part.id, res.rows, res.seconds)
+            res.notes = {"server_checksum": direct}
+            return res
         columns, batches = source_rows(self.source, table, insertable, self.ids, self.cfg.batch_size, zeros,
                                        part=part.part)
         key = self.source.schema.tables[table].pk if isinstance(self.source, SqlSource) else columns[:1]
@@ -138,6 +150,24 @@ class SqlRunner:
         res.checksum = (columns, check.count, check.total)
         res.notes = {"negative_zeros": zeros.count if zeros else {}}
         return res
+
+
+    def direct_columns(self, table: str, insertable: list[str] | None) -> list[str] | None:
+        """The columns to copy byte for byte (dbmigrate.pgpipe), or None when rows must go
+        through Python: another engine on either side, a dry run, experiment ids remapped in
+        this table, or a column whose type differs between source and target."""
+        from dbmigrate import pgpipe
+        if (self.cfg.dry_run or self.writer.dialect != "postgresql" or not isinstance(self.source, SqlSource)
+                or self.source.dialect != "postgresql" or not insertable):
+            return None
+        t = self.source.schema.tables[table]
+        columns = [c.name for c in t.columns if not c.generated and c.name in insertable]
+        if not columns or self.ids.rows(table, columns) is not None:
+            return None
+        mine = pgpipe.column_types(self.source._conn, table, columns)
+        theirs = pgpipe.column_types(self.writer.connect(), table, columns)
+        self.writer.connect().commit()
+        return columns if mine is not None and mine == theirs else None
 
 
 def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
@@ -210,18 +240,19 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         steps("copy %d tables in %d parts (%d to do, %d worker%s)", len(copy), len(parts), len(pending),
               workers, "s" if workers != 1 else "")
         checks: dict[str, list] = {}
+        server: dict[str, list] = {}  # tables copied byte for byte: checked by the servers' own checksums
         zero_counts: dict[str, int] = {}
         per_table: dict[str, list] = {}
         if state:
             for detail in state.details():
-                _add_result(checks, zero_counts, per_table, detail)
+                _add_result(checks, zero_counts, per_table, detail, server)
         bars = Bars(counts, cfg.progress)
         spans: dict[str, list] = {}
 
         def on_done(part, res):
             detail = {"table": part.table, "rows": res.rows, "seconds": res.seconds, "batches": res.batches,
                       "checksum": list(res.checksum) if res.checksum else None, "notes": res.notes}
-            _add_result(checks, zero_counts, per_table, detail)
+            _add_result(checks, zero_counts, per_table, detail, server)
             end = time.perf_counter()
             span = spans.setdefault(part.table, [end - res.seconds, end])
             span[0], span[1] = min(span[0], end - res.seconds), max(span[1], end)
@@ -282,7 +313,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         else:
             steps("verify (%s): per-table checksums of what was read against the target", cfg.verify)
             tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in checks.items()}
-            report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids)
+            report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server)
         if state:
             state.mark_step("complete")
         steps("done")
@@ -316,9 +347,11 @@ def check_orphans_for_sql(source, schema, cfg: Config, report: Report) -> None:
                     hint="rerun with --orphans skip to leave them out (they are reported)")
 
 
-def _add_result(checks, zero_counts, per_table, detail):
+def _add_result(checks, zero_counts, per_table, detail, server):
     from dbmigrate.checksum import MASK
     t = detail["table"]
+    if (detail.get("notes") or {}).get("server_checksum"):
+        server[t] = detail["notes"]["server_checksum"]
     if detail.get("checksum"):
         columns, count, total = detail["checksum"]
         c = checks.setdefault(t, [columns, 0, 0])
@@ -481,14 +514,26 @@ def _has_table(writer, table) -> bool:
 
 
 def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Report,
-                      source=None, ids: IdMap | None = None) -> Verification:
+                      source=None, ids: IdMap | None = None, server: dict | None = None) -> Verification:
     """Count and checksum every table on the target (read in its own snapshot) against the rows
-    read from the source; name the differing rows of a table whose checksum differs."""
+    read from the source; name the differing rows of a table whose checksum differs. Tables in
+    `server` (copied byte for byte, PostgreSQL -> PostgreSQL) are checksummed by both servers."""
     t0 = time.perf_counter()
     v = Verification(level=cfg.verify)
     target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout).open()
     try:
         tschema = target.inspect()
+        checks = dict(checks)
+        for table, columns in (server or {}).items():
+            checks.pop(table, None)
+            if not server_verify(source, target, table, columns, v, cfg, ids):
+                c = Checksum()  # servers of different versions: add up the source's rows here instead
+                _, batches = source_rows(source, table, columns, ids or IdMap({}), cfg.batch_size)
+                order = sorted(range(len(columns)), key=lambda i: columns[i])
+                for b in batches:
+                    for r in b:
+                        c.add(tuple(r[i] for i in order))
+                checks[table] = (columns, c)
         for table, (columns, expected) in checks.items():
             cols = sorted(columns)
             got = Checksum()
@@ -511,6 +556,33 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
         target.close()
     v.seconds = time.perf_counter() - t0
     return v
+
+
+def server_verify(source, target, table: str, columns: list[str], v: Verification, cfg: Config,
+                  ids: IdMap | None) -> bool:
+    """Both PostgreSQL servers checksum the table's rows (dbmigrate.pgpipe.server_checksum), the
+    source in the migration's snapshot, at once. False when they are of different major versions
+    (their text forms of a value may differ), so the caller adds up the source's rows itself."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dbmigrate import pgpipe
+    if pgpipe.server_major(source._conn) != pgpipe.server_major(target._conn):
+        return False
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        mine = pool.submit(pgpipe.server_checksum, source._conn, *source.select_sql(table, columns))
+        theirs = pool.submit(pgpipe.server_checksum, target._conn, *target.select_sql(table, columns))
+        (n_src, sum_src), (n_dst, sum_dst) = mine.result(), theirs.result()
+    same = (n_src, sum_src) == (n_dst, sum_dst)
+    v.counts.append(Check(table, n_src == n_dst, f"source {n_src:,}, target {n_dst:,}"))
+    v.checksums.append({"name": table, "table": table, "source": f"{n_src}:{sum_src} (server md5)",
+                        "target": f"{n_dst}:{sum_dst} (server md5)", "match": same, "rows": n_src})
+    if not same:
+        if cfg.verify in ("sample", "full"):
+            v.failures += diff_rows(source, target, table, columns, target.schema.tables[table].pk,
+                                    ids or IdMap({}), cfg.batch_size)
+        else:
+            v.failures.append(f"{table}: the servers' checksums differ (source {n_src:,} rows {sum_src}, "
+                              f"target {n_dst:,} rows {sum_dst})")
+    return True
 
 
 MAX_DIFF_ROWS = 500_000
@@ -557,6 +629,7 @@ def diff_rows(source, target, table, columns, pk, ids: IdMap, batch_size) -> lis
 def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
     """`dbmigrate verify` with a SQL target: every table's rows, read afresh on both sides."""
     source = open_source(cfg, src_uri)
+    target = None
     try:
         steps("read the source schema")
         if isinstance(source, SqlSource):
@@ -566,10 +639,7 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
         else:
             revision = source.revision
         target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout).open()
-        try:
-            tschema = target.inspect()
-        finally:
-            target.close()
+        tschema = target.inspect()
         if revision is None:
             revision = tschema.revision
         report.mlflow, report.revision = schema_version(revision).describe(), revision
@@ -585,11 +655,16 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
                 if "trace_info" in tschema.tables else True
         steps("verify (%s): per-table checksums, source against target", cfg.verify)
         have = set(source.schema.tables) if isinstance(source, SqlSource) else set(source.tables())
-        checks = {}
+        checks, server = {}, {}
+        same_pg = (isinstance(source, SqlSource) and source.dialect == "postgresql"
+                   and dst_uri.kind == "postgresql" and not ids)
         for table in sorted(schema_version(revision).expected_tables, key=load_rank):
             if table not in have:
                 continue
             wanted = [c.name for c in tschema.tables[table].columns if not c.generated]
+            if same_pg and same_types(source, target, table, wanted):
+                server[table] = wanted  # both servers checksum their own rows
+                continue
             columns, batches = source_rows(source, table, wanted, ids, cfg.batch_size,
                                            NegativeZeros() if dst_uri.kind in ZERO_LOSSY else None)
             c = Checksum()
@@ -598,7 +673,17 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
                 for r in b:
                     c.add(tuple(r[i] for i in order))
             checks[table] = (columns, c)
-        report.verification = verify_sql_target(dst_uri, checks, cfg, report, source, ids)
+        target.close()
+        report.verification = verify_sql_target(dst_uri, checks, cfg, report, source, ids, server)
         steps("done")
     finally:
+        if target is not None:
+            target.close()
         source.close()
+
+
+def same_types(source: SqlSource, target: SqlSource, table: str, columns: list[str]) -> bool:
+    """Whether `columns` of `table` have the same PostgreSQL types in the source and the target."""
+    from dbmigrate import pgpipe
+    mine = pgpipe.column_types(source._conn, table, columns)
+    return mine is not None and mine == pgpipe.column_types(target._conn, table, columns)

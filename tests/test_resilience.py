@@ -176,6 +176,57 @@ def test_resume_under_another_setup_is_refused(bulk_source, mongo_db, tmp_path):
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
 
 
+def test_target_connection_killed_mid_copy_is_retried(bulk_source, sql_db, tmp_path):
+    """PostgreSQL -> PostgreSQL copies each part as one binary COPY straight through. The target's
+    server ends that COPY's connection (pg_terminate_backend): the part is rolled back, copied
+    again on a new connection, and the run finishes with every row once. A statement trigger on
+    the target's `tags` (a real server feature, dropped afterwards) holds that COPY open for 1 s
+    so the test can find it."""
+    import threading
+
+    import psycopg2
+    from dbmigrate.sql_schema import create_schema
+    target = sql_db("postgresql")
+    create_schema(servers.mlflow_uri(target), "dc11669786a5")  # dbmigrate accepts an empty schema
+    admin = psycopg2.connect(target)
+    admin.autocommit = True
+    cur = admin.cursor()
+    cur.execute("CREATE FUNCTION dbm_hold() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN PERFORM pg_sleep(1); RETURN NULL; END$$")
+    cur.execute("CREATE TRIGGER dbm_hold BEFORE INSERT ON tags FOR EACH STATEMENT EXECUTE FUNCTION dbm_hold()")
+    killed = []
+
+    def kill_first_copy():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                        "pid <> pg_backend_pid() AND query LIKE 'COPY tags %FROM STDIN%' AND state = 'active'")
+            row = cur.fetchone()
+            if row:
+                cur.execute("SELECT pg_terminate_backend(%s)", row)
+                killed.append(row[0])
+            time.sleep(0.02)
+    watcher = threading.Thread(target=kill_first_copy, daemon=True)
+    watcher.start()
+    res = run_cli("migrate", "--source", bulk_source, "--target", target, "--no-progress", "--verify", "full",
+                  "--workers", "2", env={"DBMIGRATE_STATE_DIR": str(tmp_path)})
+    watcher.join()
+    try:
+        assert killed, "the target's COPY into tags was never seen"
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "Transient target error copying tags" in res.stderr and "(server md5)" in res.stdout
+        cur.execute("DROP TRIGGER dbm_hold ON tags")
+        src = psycopg2.connect(bulk_source)
+        with src.cursor() as c:
+            c.execute("SELECT count(*), count(DISTINCT (key, run_uuid)) FROM tags")
+            want = c.fetchone()
+        src.close()
+        cur.execute("SELECT count(*), count(DISTINCT (key, run_uuid)) FROM tags")
+        assert cur.fetchone() == want  # every row once
+    finally:
+        admin.close()
+
+
 def test_target_server_restarted_mid_run(bulk_source, tmp_path):
     """SecantusDB is stopped and started again (same port, same data) while dbmigrate writes."""
     server = servers.SecantusServer().start()

@@ -319,6 +319,23 @@ class SqlSource:
     def _select(self, table: str, columns: Sequence[str]) -> str:
         return f"SELECT {', '.join(self.q(c) for c in columns)} FROM {self.q(table)}"
 
+    def select_sql(self, table: str, columns: Sequence[str], part: tuple | None = None) -> tuple[str, tuple]:
+        """The SELECT (and its parameters) that reads `table`'s rows of one part: the key range,
+        and with orphans skipped only rows whose parent exists."""
+        cond, params = self.part_condition(part, table)
+        return self._select(table, columns) + (f" WHERE {cond}" if cond else ""), params
+
+    def copy_out_sql(self, table: str, columns: Sequence[str], part: tuple | None = None) -> str:
+        """PostgreSQL: `COPY (select_sql) TO STDOUT (FORMAT binary)`, the parameters inlined
+        (COPY takes none) by the driver's own quoting."""
+        sql, params = self.select_sql(table, columns, part)
+        cur = self._conn.cursor()
+        try:
+            inner = cur.mogrify(sql, params).decode() if params else sql
+        finally:
+            cur.close()
+        return f"COPY ({inner}) TO STDOUT (FORMAT binary)"
+
     def _normalizer(self, table: str, columns: Sequence[str]):
         """A function that turns a raw driver row into normalised values, or None if none needed."""
         t = self.schema.tables[table]
@@ -354,8 +371,7 @@ class SqlSource:
     def stream(self, table: str, columns: Sequence[str], batch_size: int,
                part: tuple | None = None) -> Iterator[list[tuple]]:
         """Every row of `table` (of one key range, `part`), in batches, in no particular order."""
-        cond, params = self.part_condition(part, table)
-        sql = self._select(table, columns) + (f" WHERE {cond}" if cond else "")
+        sql, params = self.select_sql(table, columns, part)
         normalize = self._normalizer(table, columns)
         if self.dialect == "postgresql":
             cur = self._conn.cursor(name=f"dbm_stream_{table}")  # server-side cursor

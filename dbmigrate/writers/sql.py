@@ -229,19 +229,36 @@ class SqlWriter:
         md.drop_all(self.engine)
         self._columns.clear()
 
-    def copy_stream(self, table: str, columns: list[str], stream) -> None:
-        """PostgreSQL -> PostgreSQL: feed a source `COPY ... TO STDOUT` text stream straight in."""
-        conn = self.connect()
-        cur = conn.cursor()
-        try:
-            cur.copy_expert(f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN",
-                            stream)
-            conn.commit()
-        except Exception as exc:  # noqa: BLE001
-            conn.rollback()
-            raise _write_error(exc, table) from None
-        finally:
-            cur.close()
+    def copy_from(self, table: str, columns: list[str], part: tuple | None, src_conn, out_sql: str,
+                  on_rows=None) -> int:
+        """PostgreSQL -> PostgreSQL: the source's binary COPY of one part straight into the
+        target's (dbmigrate.pgpipe), in one transaction; returns the rows written. A lost target
+        connection is retried like a batch: the part's rows are deleted and copied again."""
+        from dbmigrate import pgpipe
+        sql = f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN (FORMAT binary)"
+        delay = 0.5
+        for attempt in range(1, RETRIES + 1):
+            conn = self.connect()
+            try:
+                rows = pgpipe.pipe(src_conn, out_sql, conn, sql, on_rows)
+                conn.commit()
+                return rows
+            except pgpipe.SourceFailed as exc:  # not retried here: the source's snapshot is its own
+                _rollback(conn)
+                from dbmigrate.readers.sql import _read_error
+                raise _read_error(exc.original, out_sql, table) from None
+            except Exception as exc:  # noqa: BLE001
+                _rollback(conn)
+                err = exc if isinstance(exc, MigrationError) else _write_error(exc, table)
+                if not isinstance(err, TransientError) or attempt == RETRIES:
+                    raise err from None
+                log.warning("Transient target error copying %s (attempt %d/%d): %s; retrying in %.1f s",
+                            table, attempt, RETRIES, err.message, delay)
+                self._reset()
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+                self.delete_part(table, part)
+        raise AssertionError("unreachable")
 
     def _copy_in(self, conn, table, columns, rows):
         buf = io.StringIO()
@@ -389,6 +406,7 @@ class SqlWriter:
                                         table=d["table"],
                                         hint="fix the cause and rerun with --resume (the rebuild is retried)") from None
                     done.append({**d, "seconds": time.perf_counter() - t0})
+                    log.debug("rebuilt %s %s of %s in %.2f s", d["kind"], d["name"], d["table"], done[-1]["seconds"])
                 cur2.close()
             finally:
                 engine_conn.close()
