@@ -165,8 +165,9 @@ class SqlRunner:
         if not columns or self.ids.rows(table, columns) is not None:
             return None
         mine = pgpipe.column_types(self.source._conn, table, columns)
-        theirs = pgpipe.column_types(self.writer.connect(), table, columns)
-        self.writer.connect().commit()
+        conn = self.writer.connect()
+        theirs = pgpipe.column_types(conn, table, columns)
+        conn.commit()
         return columns if mine is not None and mine == theirs else None
 
 
@@ -527,13 +528,8 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
         for table, columns in (server or {}).items():
             checks.pop(table, None)
             if not server_verify(source, target, table, columns, v, cfg, ids):
-                c = Checksum()  # servers of different versions: add up the source's rows here instead
-                _, batches = source_rows(source, table, columns, ids or IdMap({}), cfg.batch_size)
-                order = sorted(range(len(columns)), key=lambda i: columns[i])
-                for b in batches:
-                    for r in b:
-                        c.add(tuple(r[i] for i in order))
-                checks[table] = (columns, c)
+                # servers of different versions: add up the source's rows here instead
+                checks[table] = source_checksum(source, table, columns, ids or IdMap({}), cfg.batch_size)
         for table, (columns, expected) in checks.items():
             cols = sorted(columns)
             got = Checksum()
@@ -665,14 +661,8 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
             if same_pg and same_types(source, target, table, wanted):
                 server[table] = wanted  # both servers checksum their own rows
                 continue
-            columns, batches = source_rows(source, table, wanted, ids, cfg.batch_size,
-                                           NegativeZeros() if dst_uri.kind in ZERO_LOSSY else None)
-            c = Checksum()
-            order = sorted(range(len(columns)), key=lambda i: columns[i])
-            for b in batches:
-                for r in b:
-                    c.add(tuple(r[i] for i in order))
-            checks[table] = (columns, c)
+            checks[table] = source_checksum(source, table, wanted, ids, cfg.batch_size,
+                                            NegativeZeros() if dst_uri.kind in ZERO_LOSSY else None)
         target.close()
         report.verification = verify_sql_target(dst_uri, checks, cfg, report, source, ids, server)
         steps("done")
@@ -680,6 +670,18 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
         if target is not None:
             target.close()
         source.close()
+
+
+def source_checksum(source, table: str, wanted: list[str], ids: IdMap, batch_size: int,
+                    zeros: NegativeZeros | None = None) -> tuple[list[str], Checksum]:
+    """(columns, Checksum) of the source's rows of `table` as the target should hold them."""
+    columns, batches = source_rows(source, table, wanted, ids, batch_size, zeros)
+    c = Checksum()
+    order = sorted(range(len(columns)), key=lambda i: columns[i])
+    for b in batches:
+        for r in b:
+            c.add(tuple(r[i] for i in order))
+    return columns, c
 
 
 def same_types(source: SqlSource, target: SqlSource, table: str, columns: list[str]) -> bool:

@@ -24,6 +24,17 @@ def _threads():
     return [t for t in threading.enumerate() if t.name == "dbmigrate-copy-out"]
 
 
+def _nothing_kept_both_usable(src, dst):
+    """After a failed pipe: the target's table is empty, both connections answer, no reader thread is left."""
+    with dst.cursor() as c:
+        c.execute("SELECT count(*) FROM t")
+        assert c.fetchone()[0] == 0
+    with src.cursor() as c:
+        c.execute("SELECT 1")
+        assert c.fetchone()[0] == 1
+    assert not _threads()
+
+
 def test_rows_arrive_bit_for_bit(two_dbs):
     src, dst = two_dbs
     with src.cursor() as c:
@@ -68,13 +79,7 @@ def test_source_error_mid_stream_stops_both_sides(two_dbs):
     assert "division by zero" in str(err.value.original)
     dst.rollback()
     src.rollback()
-    with dst.cursor() as c:
-        c.execute("SELECT count(*) FROM t")
-        assert c.fetchone()[0] == 0
-    with src.cursor() as c:
-        c.execute("SELECT 1")
-        assert c.fetchone()[0] == 1
-    assert not _threads()
+    _nothing_kept_both_usable(src, dst)
 
 
 def test_target_error_stops_the_source_side(two_dbs):
@@ -88,13 +93,7 @@ def test_target_error_stops_the_source_side(two_dbs):
         pgpipe.pipe(src, "COPY (SELECT i::bigint, i::bigint FROM generate_series(1, 2000000) i) TO STDOUT (FORMAT binary)",
                     dst, "COPY t (i, x) FROM STDIN (FORMAT binary)")
     dst.rollback()
-    with dst.cursor() as c:
-        c.execute("SELECT count(*) FROM t")
-        assert c.fetchone()[0] == 0
-    with src.cursor() as c:
-        c.execute("SELECT 1")
-        assert c.fetchone()[0] == 1
-    assert not _threads()
+    _nothing_kept_both_usable(src, dst)
 
 
 def test_column_types_tell_what_can_go_byte_for_byte(two_dbs):
