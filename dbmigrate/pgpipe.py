@@ -155,6 +155,12 @@ def column_types(conn, table: str, columns: list[str]) -> list[str] | None:
     return [types[c] for c in columns]
 
 
+def same_types(src_conn, dst_conn, table: str, columns: list[str]) -> bool:
+    """Whether `columns` of `table` exist with the same types on both connections' databases."""
+    mine = column_types(src_conn, table, columns)
+    return mine is not None and mine == column_types(dst_conn, table, columns)
+
+
 def server_checksum(conn, select_sql: str, params=()) -> tuple[int, str]:
     """(rows, sum) of the 64-bit prefixes of md5 over each row's text form, computed by the
     server: the same rows with the same types give the same pair on any PostgreSQL server of the

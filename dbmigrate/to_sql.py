@@ -151,7 +151,6 @@ class SqlRunner:
         res.notes = {"negative_zeros": zeros.count if zeros else {}}
         return res
 
-
     def direct_columns(self, table: str, insertable: list[str] | None) -> list[str] | None:
         """The columns to copy byte for byte (dbmigrate.pgpipe), or None when rows must go
         through Python: another engine on either side, a dry run, experiment ids remapped in
@@ -164,11 +163,10 @@ class SqlRunner:
         columns = [c.name for c in t.columns if not c.generated and c.name in insertable]
         if not columns or self.ids.rows(table, columns) is not None:
             return None
-        mine = pgpipe.column_types(self.source._conn, table, columns)
         conn = self.writer.connect()
-        theirs = pgpipe.column_types(conn, table, columns)
+        same = pgpipe.same_types(self.source._conn, conn, table, columns)
         conn.commit()
-        return columns if mine is not None and mine == theirs else None
+        return columns if same else None
 
 
 def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
@@ -624,6 +622,7 @@ def diff_rows(source, target, table, columns, pk, ids: IdMap, batch_size) -> lis
 
 def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
     """`dbmigrate verify` with a SQL target: every table's rows, read afresh on both sides."""
+    from dbmigrate import pgpipe
     source = open_source(cfg, src_uri)
     target = None
     try:
@@ -658,7 +657,7 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
             if table not in have:
                 continue
             wanted = [c.name for c in tschema.tables[table].columns if not c.generated]
-            if same_pg and same_types(source, target, table, wanted):
+            if same_pg and pgpipe.same_types(source._conn, target._conn, table, wanted):
                 server[table] = wanted  # both servers checksum their own rows
                 continue
             checks[table] = source_checksum(source, table, wanted, ids, cfg.batch_size,
@@ -682,10 +681,3 @@ def source_checksum(source, table: str, wanted: list[str], ids: IdMap, batch_siz
         for r in b:
             c.add(tuple(r[i] for i in order))
     return columns, c
-
-
-def same_types(source: SqlSource, target: SqlSource, table: str, columns: list[str]) -> bool:
-    """Whether `columns` of `table` have the same PostgreSQL types in the source and the target."""
-    from dbmigrate import pgpipe
-    mine = pgpipe.column_types(source._conn, table, columns)
-    return mine is not None and mine == pgpipe.column_types(target._conn, table, columns)

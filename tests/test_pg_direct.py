@@ -106,3 +106,5 @@ def test_column_types_tell_what_can_go_byte_for_byte(two_dbs):
     assert pgpipe.column_types(src, "t", ["a", "b"]) != pgpipe.column_types(dst, "t", ["a", "b"])
     assert pgpipe.column_types(src, "t", ["a", "missing"]) is None
     assert pgpipe.column_types(src, "nosuchtable", ["a"]) is None
+    assert pgpipe.same_types(src, dst, "t", ["a", "c"]) and not pgpipe.same_types(src, dst, "t", ["a", "b"])
+    assert not pgpipe.same_types(src, dst, "t", ["a", "missing"])
