@@ -105,24 +105,24 @@ def _init_worker(factory, args, progress):
 
 
 def _run_part(part: Part) -> PartResult:
-    return _RUNNER.run(part, _report_progress)
-
-
-def _report_progress(table: str, n: int) -> None:
-    if _PROGRESS is not None:
-        _PROGRESS.put((table, n))
+    def report(_table: str, n: int) -> None:
+        if _PROGRESS is not None:
+            _PROGRESS.put((part.id, n))
+    return _RUNNER.run(part, report)
 
 
 def run_parts(parts: list[Part], factory, args: tuple, workers: int, on_done, on_progress,
               inline_runner=None) -> None:
     """Run `parts` (already filtered to the ones not done), calling on_done(part, result) in this
-    process as each finishes. With one worker (or an inline runner) everything runs here."""
+    process as each finishes, and on_progress(part_id, rows) as a part goes (from the workers
+    through a queue; a report may arrive after its part's on_done, which counts it exactly).
+    With one worker (or an inline runner) everything runs here."""
     if not parts:
         return
     if workers <= 1 or len(parts) == 1 or sum(p.rows for p in parts) < MIN_ROWS_FOR_WORKERS:
         runner = inline_runner or factory(*args)
         for p in parts:
-            on_done(p, runner.run(p, on_progress))
+            on_done(p, runner.run(p, lambda _table, n, _id=p.id: on_progress(_id, n)))
         return
     ctx = mp.get_context("spawn")
     progress = ctx.Queue()
@@ -131,12 +131,12 @@ def run_parts(parts: list[Part], factory, args: tuple, workers: int, on_done, on
     def drain():
         while not stop.is_set() or not progress.empty():
             try:
-                table, n = progress.get(timeout=0.2)
+                part_id, n = progress.get(timeout=0.2)
             except queue.Empty:
                 continue
             except (EOFError, OSError):
                 return
-            on_progress(table, n)
+            on_progress(part_id, n)
     t = threading.Thread(target=drain, daemon=True)
     t.start()
     by_id = {p.id: p for p in parts}

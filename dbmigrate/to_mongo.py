@@ -14,7 +14,7 @@ from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult, make_parts, run_parts
 from dbmigrate.errors import DataError
 from dbmigrate.plan import Plan, make_plan
-from dbmigrate.progress import Bars
+from dbmigrate.progress import open_progress
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report, TableRow
 from dbmigrate.state import State, open_checkpoint
@@ -83,6 +83,8 @@ class MongoRunner:
                 pending.result()
         finally:
             pool.shutdown(wait=True)
+        if hasattr(self.writer, "take"):  # dry run: what was recorded goes back with the result
+            res.notes["recorded"] = self.writer.take()
         res.seconds = time.perf_counter() - t0
         res.accounts = {t: [a.rows, a.seconds, sorted(a.keys, key=repr)] for t, a in accounts.items()}
         return res
@@ -91,6 +93,7 @@ class MongoRunner:
 def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, layout: str,
                      report: Report, steps) -> None:
     source = writer = state = None
+    progress = open_progress(cfg.progress)
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = SqlSource(src_uri, connect_timeout=cfg.connect_timeout).open()
@@ -146,10 +149,14 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
         accounts = Accounts()
         if state:
             load_accounts(state, accounts)
-        bars = Bars({cp.table: counts.get(cp.table, 0) for cp in plan.collections}, cfg.progress)
+        progress.start_copy(parts, {cp.name: counts.get(cp.table, 0) for cp in plan.collections},
+                            state.part_rows() if state else {})
 
         def on_done(part: Part, res: PartResult):
             merge_accounts(accounts, res, end=time.perf_counter())
+            progress.part_done(part.id, res.rows)
+            if res.notes.get("recorded") and hasattr(writer, "absorb"):
+                writer.absorb(res.notes["recorded"])  # a worker's dry-run records
             if state:
                 state.mark_done(part.id, res.rows, res.seconds, {
                     "accounts": res.accounts, "account": res.account, "written": res.written,
@@ -162,9 +169,11 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
                 schema, layout, cfg.skip_unmapped, dst_uri.raw, resuming)
         t_copy = time.perf_counter()
         try:
-            run_parts(pending, MongoRunner.in_worker, args, workers, on_done, bars.update, inline_runner=inline)
+            run_parts(pending, MongoRunner.in_worker, args, workers, on_done, progress.advance,
+                      inline_runner=inline)
         finally:
-            bars.close()
+            progress.end_copy()
+        report.copy_rows = progress.this_run
         log.info("copied %d parts in %.2f s", len(pending), time.perf_counter() - t_copy)
         if not (state and state.step_done("merge")):
             merge_rows(plan, source, writer, cfg, accounts)
@@ -179,17 +188,21 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
             report.notes.append(f"resumed: {len(done)} of {len(parts)} parts were copied by the interrupted "
                                 "run (at its snapshot) and kept; the others were copied now")
 
-        steps("build %d indexes", sum(len(c.spec.get("indexes", [])) for c in plan.collections))
+        n_indexes = sum(len(c.spec.get("indexes", [])) for c in plan.collections)
+        steps("build %d indexes", n_indexes)
+        progress.start_step("indexes", n_indexes, "indexes")
         index_results = []
         for cp in plan.collections:
-            index_results += writer.create_indexes(cp.name, cp.spec.get("indexes", []))
+            index_results += writer.create_indexes(cp.name, cp.spec.get("indexes", []), on_index=progress.step)
+        progress.end_step()
 
         if cfg.dry_run or cfg.verify == "none":
             steps("verify: skipped (%s)", "dry run" if cfg.dry_run else "--verify none")
         else:
             steps("verify (%s)", cfg.verify)
             from dbmigrate.validate import verify_mongo
-            report.verification = verify_mongo(plan, source, writer.db, cfg, counts, index_results)
+            report.verification = verify_mongo(plan, source, writer.db, cfg, counts, index_results,
+                                               progress=progress)
         if not cfg.dry_run:
             passed = None if report.verification is None else report.verification.passed
             writer.write_marker(plan.marker, {**marker_doc(plan, src_uri, schema, "complete"),
@@ -198,6 +211,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
                 state.mark_step("complete")
         steps("done")
     finally:
+        progress.close()
         if state is not None:
             state.close()
         if source is not None:

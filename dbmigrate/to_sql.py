@@ -171,9 +171,10 @@ class SqlRunner:
 
 def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
     from dbmigrate.engine import levels, make_parts, run_parts
-    from dbmigrate.progress import Bars
+    from dbmigrate.progress import open_progress
     from dbmigrate.writers.sql import SqlWriter
     source = writer = state = None
+    progress = open_progress(cfg.progress)
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = open_source(cfg, src_uri)
@@ -245,13 +246,14 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         if state:
             for detail in state.details():
                 _add_result(checks, zero_counts, per_table, detail, server)
-        bars = Bars(counts, cfg.progress)
+        progress.start_copy(parts, counts, state.part_rows() if state else {})
         spans: dict[str, list] = {}
 
         def on_done(part, res):
             detail = {"table": part.table, "rows": res.rows, "seconds": res.seconds, "batches": res.batches,
                       "checksum": list(res.checksum) if res.checksum else None, "notes": res.notes}
             _add_result(checks, zero_counts, per_table, detail, server)
+            progress.part_done(part.id, res.rows)
             end = time.perf_counter()
             span = spans.setdefault(part.table, [end - res.seconds, end])
             span[0], span[1] = min(span[0], end - res.seconds), max(span[1], end)
@@ -263,15 +265,19 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
                 else None, schema, dst_uri.raw, mapping, dst_uri.kind in ZERO_LOSSY)
         try:
             for level in levels(pending):
-                run_parts(level, SqlRunner.in_worker, args, workers, on_done, bars.update, inline_runner=inline)
+                run_parts(level, SqlRunner.in_worker, args, workers, on_done, progress.advance, inline_runner=inline)
         finally:
-            bars.close()
+            progress.end_copy()
+        report.copy_rows = progress.this_run
         rebuild_seconds: dict[str, float] = {}
         steps("keys and indexes: %s; id sequences", f"rebuild {len(deferred)} of " + ", ".join(
             sorted({d["table"] for d in deferred})) if deferred else "all built with the schema")
         if deferred:
+            progress.start_step("keys and indexes", len(deferred), "rebuilt")
             for d in writer.rebuild_deferred(deferred, workers):
                 rebuild_seconds[d["table"]] = rebuild_seconds.get(d["table"], 0.0) + d["seconds"]
+            progress.step(len(deferred))
+            progress.end_step()
             now = {(d["name"], d["sql"]) for d in writer.deferrable_ddl(sorted({d["table"] for d in deferred}))}
             lost = [f"{d['table']}.{d['name']} ({d['kind']})" for d in deferred if (d["name"], d["sql"]) not in now]
             if lost:  # cannot happen unless someone changed the target meanwhile; never pass silently
@@ -312,11 +318,13 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         else:
             steps("verify (%s): per-table checksums of what was read against the target", cfg.verify)
             tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in checks.items()}
-            report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server)
+            report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server,
+                                                    progress=progress)
         if state:
             state.mark_step("complete")
         steps("done")
     finally:
+        progress.close()
         if state is not None:
             state.close()
         if source is not None:
@@ -513,10 +521,14 @@ def _has_table(writer, table) -> bool:
 
 
 def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Report,
-                      source=None, ids: IdMap | None = None, server: dict | None = None) -> Verification:
+                      source=None, ids: IdMap | None = None, server: dict | None = None,
+                      progress=None) -> Verification:
     """Count and checksum every table on the target (read in its own snapshot) against the rows
     read from the source; name the differing rows of a table whose checksum differs. Tables in
     `server` (copied byte for byte, PostgreSQL -> PostgreSQL) are checksummed by both servers."""
+    from dbmigrate.progress import Progress
+    progress = progress or Progress()
+    progress.start_step(f"verify ({cfg.verify})", len(set(checks) | set(server or {})), "tables")
     t0 = time.perf_counter()
     v = Verification(level=cfg.verify)
     target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout).open()
@@ -524,11 +536,13 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
         tschema = target.inspect()
         checks = dict(checks)
         for table, columns in (server or {}).items():
+            progress.next(table)
             checks.pop(table, None)
             if not server_verify(source, target, table, columns, v, cfg, ids):
                 # servers of different versions: add up the source's rows here instead
                 checks[table] = source_checksum(source, table, columns, ids or IdMap({}), cfg.batch_size)
         for table, (columns, expected) in checks.items():
+            progress.next(table)
             cols = sorted(columns)
             got = Checksum()
             for rows in target.stream(table, cols, cfg.batch_size):
@@ -548,6 +562,7 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
                                       f"target's ({got})")
     finally:
         target.close()
+        progress.end_step()
     v.seconds = time.perf_counter() - t0
     return v
 

@@ -26,20 +26,33 @@ log = logging.getLogger("dbmigrate")
 MAX_FAILURES_PER_COLLECTION = 50
 
 
-def verify_mongo(plan, source, db, cfg, counts: dict, index_results=None) -> Verification:
+def verify_mongo(plan, source, db, cfg, counts: dict, index_results=None, progress=None) -> Verification:
+    """`progress` (dbmigrate.progress.Progress) counts the checks as they are done."""
+    from dbmigrate.progress import Progress
+    progress = progress or Progress()
     t0 = time.perf_counter()
     v = Verification(level=cfg.verify)
-    v.counts = check_counts(plan, source, db, counts)
-    v.references = check_references(plan, source, db)
-    if cfg.verify in ("sample", "full"):
-        v.checksums = check_checksums(plan, source, db, cfg)
+    deep = cfg.verify in ("sample", "full")
+    progress.start_step(f"verify ({cfg.verify})", len(plan.map.get("counts", [])) + len(plan.map.get("references", []))
+                        + (len(plan.table_form) + len(plan.collections) if deep else 0) + 1, "checks")
+    tick = progress.next
+    v.counts = check_counts(plan, source, db, counts, tick)
+    v.references = check_references(plan, source, db, tick)
+    if deep:
+        v.checksums = check_checksums(plan, source, db, cfg, tick)
         equal = {c["name"]: c["rows"] for c in v.checksums if c["match"]}
-        v.values, v.failures = check_values(plan, source, db, cfg, equal)
+        v.values, v.failures = check_values(plan, source, db, cfg, equal, tick)
+    tick("indexes")
     if index_results is None:
         index_results = list_indexes(plan, db)
     v.indexes = [Check(f"index {r.collection}.{r.name}", r.ok, r.detail or "present") for r in index_results]
+    progress.end_step()
     v.seconds = time.perf_counter() - t0
     return v
+
+
+def _no_tick(what=""):
+    pass
 
 
 def _coll(plan, spec_name: str):
@@ -48,11 +61,12 @@ def _coll(plan, spec_name: str):
 
 
 # ----------------------------------------------------------------------------- counts
-def check_counts(plan, source, db, counts: dict) -> list[Check]:
+def check_counts(plan, source, db, counts: dict, tick=_no_tick) -> list[Check]:
     out = []
     q = source.q
     for spec in plan.map.get("counts", []):
         table = spec["table"]
+        tick(f"count {table}")
         if table not in plan.schema.tables:
             continue
         coll = _coll(plan, spec["collection"])
@@ -100,9 +114,10 @@ def unmatched_logged_model_metrics(source, schema) -> int:
 
 
 # ----------------------------------------------------------------------------- references
-def check_references(plan, source, db) -> list[Check]:
+def check_references(plan, source, db, tick=_no_tick) -> list[Check]:
     out = []
     for ref in plan.map.get("references", []):
+        tick(f"references {ref.get('name', '')}")
         if ref.get("kind") == "alias":
             out.append(_check_aliases(plan, source, db))
             continue
@@ -158,11 +173,12 @@ def _check_aliases(plan, source, db) -> Check:
 
 
 # ----------------------------------------------------------------------------- values
-def check_checksums(plan, source, db, cfg) -> list[dict]:
+def check_checksums(plan, source, db, cfg, tick=_no_tick) -> list[dict]:
     """Count + order-independent hash of every tables-form collection and its source table."""
     from dbmigrate.checksum import documents_checksum, source_checksum
     out = []
     for cp in plan.table_form:
+        tick(f"checksum {cp.name}")
         cols = [c.name for c in plan.schema.tables[cp.table].columns]
         a = source_checksum(source, cp.table, cols, cfg.batch_size)
         b = documents_checksum(db[cp.name], cols)
@@ -171,13 +187,14 @@ def check_checksums(plan, source, db, cfg) -> list[dict]:
     return out
 
 
-def check_values(plan, source, db, cfg, checksum_equal=None) -> tuple[list[Check], list[str]]:
+def check_values(plan, source, db, cfg, checksum_equal=None, tick=_no_tick) -> tuple[list[Check], list[str]]:
     """Rebuild expected documents and compare them with the stored ones. A tables-form collection
     whose checksum equals its table's is equal row for row; it is compared document by document
     only when the checksums differ, to name the differences."""
     checks, failures = [], []
     merges = _merge_updates(plan, source, cfg)
     for cp in plan.collections:
+        tick(f"values {cp.name}")
         if cp.name in (checksum_equal or {}):
             n = checksum_equal[cp.name]
             checks.append(Check(f"{cp.name} ({cp.table})", True, f"{n}/{n} passed (checksums equal)"))

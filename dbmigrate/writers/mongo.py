@@ -231,10 +231,13 @@ class MongoWriter:
         _retry(lambda: self.db[marker].replace_one({"_id": doc["_id"]}, doc, upsert=True), "write marker")
 
     # ------------------------------------------------------------------ indexes
-    def create_indexes(self, collection: str, specs: list[dict]) -> list[IndexResult]:
+    def create_indexes(self, collection: str, specs: list[dict], on_index=None) -> list[IndexResult]:
+        """Build `specs` on `collection`; on_index(0, name) as each starts, on_index(1, "") when built."""
         results = []
         coll = self.db[collection]
         for spec in specs:
+            if on_index:
+                on_index(0, f"{collection}.{spec['name']}")
             keys = [(k, int(d)) for k, d in spec["keys"]]
             unique = bool(spec.get("unique", False))
             kwargs = {"name": spec["name"]}
@@ -249,6 +252,8 @@ class MongoWriter:
                                     hint="two source rows map to the same unique key (e.g. equal names "
                                          "in different MLflow workspaces)") from None
                 raise MigrationError(f"Cannot create index {spec['name']} on {collection}: {_short(exc)}") from None
+            if on_index:
+                on_index(1, "")
         found = {ix["name"]: ix for ix in coll.list_indexes()}
         for spec in specs:
             ix = found.get(spec["name"])

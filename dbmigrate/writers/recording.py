@@ -4,6 +4,7 @@ while the target itself is only read (reachability, emptiness)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from bson import BSON
@@ -19,6 +20,7 @@ class RecordingWriter:
     bytes: dict = field(default_factory=dict)
     largest: int = 0
     stats: dict = field(default_factory=dict)
+    fresh: dict = field(default_factory=dict)   # collection -> [documents, bytes, largest] since take()
 
     @property
     def db(self):
@@ -42,18 +44,39 @@ class RecordingWriter:
 
     def write(self, collection: str, docs: list[dict]) -> WriteStats:
         stats = self.stats.setdefault(collection, WriteStats())
-        size = 0
+        size = biggest = 0
         for d in docs:
             n = len(BSON.encode(d))
             if n > MAX_DOC_BYTES:
                 raise DataError(f"A document for {collection} would be {n / 1e6:.1f} MB, over "
                                 "MongoDB's 16 MB limit", key=d.get("_id"), table=collection)
             size += n
-            self.largest = max(self.largest, n)
+            biggest = max(biggest, n)
+        self.largest = max(self.largest, biggest)
         self.docs[collection] = self.docs.get(collection, 0) + len(docs)
         self.bytes[collection] = self.bytes.get(collection, 0) + size
+        fresh = self.fresh.setdefault(collection, [0, 0, 0])
+        fresh[0] += len(docs)
+        fresh[1] += size
+        fresh[2] = max(fresh[2], biggest)
         stats.inserted += len(docs)
         return stats
+
+    def take(self) -> dict:
+        """What was recorded since the last take, to go back with a part's result: a worker
+        process records in its own RecordingWriter, which the main process's never sees."""
+        out, self.fresh = {"pid": os.getpid(), "collections": self.fresh}, {}
+        return out
+
+    def absorb(self, taken: dict) -> None:
+        """Add what a worker process recorded (the main process's own records are here already)."""
+        if taken.get("pid") == os.getpid():
+            return
+        for collection, (docs, size, largest) in taken.get("collections", {}).items():
+            self.docs[collection] = self.docs.get(collection, 0) + docs
+            self.bytes[collection] = self.bytes.get(collection, 0) + size
+            self.largest = max(self.largest, largest)
+            self.stats.setdefault(collection, WriteStats()).inserted += docs
 
     def find_ids(self, collection, ids):
         return set(ids[: len(ids) // 2])  # assume every merge finds its document
@@ -64,7 +87,9 @@ class RecordingWriter:
     def write_marker(self, marker, doc):
         pass
 
-    def create_indexes(self, collection, specs):
+    def create_indexes(self, collection, specs, on_index=None):
+        if on_index:
+            on_index(len(specs), "")
         return [IndexResult(collection, s["name"], s["keys"], bool(s.get("unique")), True,
                             "not created (dry run)") for s in specs]
 

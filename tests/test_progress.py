@@ -1,0 +1,307 @@
+"""The progress display (issue 10, item 8) and the report's phase times (item 9).
+
+The progress model is tested without a terminal through a view that records what it is told; the
+real command line is run on a pseudo-terminal (stderr a tty) and its screen is rebuilt from the
+bytes it wrote, to check what a user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dbmigrate.engine import Part, run_parts
+from dbmigrate.progress import Progress, View
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Recorder(View):
+    """A view that keeps what a terminal would show: the overall count, the table bars open."""
+
+    def __init__(self):
+        self.overall_total = self.overall_done = None
+        self.open: dict[str, tuple[int, int]] = {}
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+        self.steps: list[tuple] = []
+        self.max_table: dict[str, int] = {}
+
+    def overall(self, total, done, postfix):
+        self.overall_total, self.overall_done = total, done
+
+    def overall_update(self, done, postfix):
+        self.overall_done = done
+
+    def table(self, key, total, done):
+        if key not in self.open:
+            self.opened.append(key)
+        self.open[key] = (total, done)
+        self.max_table[key] = max(self.max_table.get(key, 0), done)
+
+    def table_close(self, key):
+        self.open.pop(key, None)
+        self.closed.append(key)
+
+    def step(self, name, total, done, unit, postfix):
+        self.steps.append((name, total, done, postfix))
+
+
+def _parts():
+    return [Part("metrics#1/3", "metrics", "metrics", None, 100), Part("metrics#2/3", "metrics", "metrics", None, 100),
+            Part("metrics#3/3", "metrics", "metrics", None, 100), Part("runs", "runs", "runs", None, 21),
+            Part("webhooks", "webhooks", "webhooks", None, 0), Part("jobs", "jobs", "jobs", None, 0)]
+
+
+TOTALS = {"metrics": 300, "runs": 21, "webhooks": 0, "jobs": 0}
+
+
+def test_done_parts_are_counted_at_once_and_their_late_reports_ignored():
+    view = Recorder()
+    p = Progress(view)
+    p.start_copy(_parts(), TOTALS)
+    assert (view.overall_total, view.overall_done) == (321, 0)
+    # a small table finishes before any of its reports arrive (they come through a queue)
+    p.part_done("runs", 21)
+    assert view.overall_done == 21 and p.rows("runs") == 21
+    p.advance("runs", 21)  # the late report of the finished part
+    p.advance("runs", 1)   # and a trailer counted as a row (PostgreSQL binary COPY)
+    assert p.rows("runs") == 21 and view.overall_done == 21
+    assert "runs" not in view.opened  # finished before any report: no bar at all
+
+
+def test_no_bar_for_empty_tables_and_bars_closed_when_a_table_completes():
+    view = Recorder()
+    p = Progress(view)
+    p.start_copy(_parts(), TOTALS)
+    for empty in ("webhooks", "jobs"):
+        p.advance(empty, 0)
+        p.part_done(empty, 0)
+    p.advance("metrics#1/3", 50)
+    assert view.opened == ["metrics"] and view.open["metrics"] == (300, 50)
+    p.part_done("metrics#1/3", 100)
+    assert "metrics" in view.open  # two parts still to go
+    p.advance("metrics#2/3", 100)
+    p.part_done("metrics#2/3", 100)
+    p.part_done("metrics#3/3", 100)
+    assert view.open == {} and view.closed == ["metrics"]
+    assert p.tables_done == 3 and view.overall_done == 300
+
+
+def test_counts_never_exceed_the_total_after_an_interrupt():
+    """Ctrl-C while parts run: what is shown is what was counted, never more than a table has
+    (the issue saw "22.0 rows" of 21: PostgreSQL's binary COPY trailer counted as a row)."""
+    view = Recorder()
+    p = Progress(view)
+    p.start_copy(_parts(), TOTALS)
+    p.advance("runs", 20)
+    p.advance("runs", 2)   # 22 reported for a 21-row table
+    p.advance("metrics#1/3", 120)
+    p.advance("metrics#2/3", 250)
+    p.close()              # interrupted: nothing finished
+    assert p.rows("runs") == 21 and p.rows("metrics") == 300
+    assert view.max_table["runs"] <= 21 and view.max_table["metrics"] <= 300
+    assert view.overall_done <= view.overall_total
+
+
+def test_resumed_parts_count_as_done_from_the_start():
+    view = Recorder()
+    p = Progress(view)
+    p.start_copy(_parts(), TOTALS, done={"metrics#1/3": 100, "runs": 21})
+    assert view.overall_done == 121 and p.resumed == 121
+    p.advance("metrics#2/3", 10)
+    assert view.open["metrics"] == (300, 110)  # the table bar starts from what was already copied
+    p.part_done("metrics#2/3", 100)
+    p.part_done("metrics#3/3", 100)
+    assert p.this_run == 200 and p.copied == 321
+
+
+def test_step_counter_for_index_builds_and_verification():
+    view = Recorder()
+    p = Progress(view)
+    p.start_step("indexes", 3, "indexes")
+    p.step(0, "run_metrics.a")
+    p.step(1)
+    p.next("x")  # next() names the unit under way and counts the one before it
+    p.next("y")
+    p.end_step()
+    assert view.steps[0] == ("indexes", 3, 0, "")
+    assert ("indexes", 3, 0, "run_metrics.a") in view.steps
+    assert view.steps[-1][2] == 3  # 1 built + x + y, never more than the total
+
+
+def test_run_parts_with_workers_reports_progress_by_part():
+    """Worker processes report (part id, rows) through a queue; on_done gives the exact count."""
+    seen, done = [], []
+    parts = [Part(f"t#{i}", "t", "t", None, 150_000) for i in range(2)]
+    run_parts(parts, _FakeRunner, (), 2, lambda p, r: done.append((p.id, r.rows)),
+              lambda pid, n: seen.append((pid, n)))
+    assert sorted(done) == [("t#0", 30), ("t#1", 30)]
+    assert seen and {pid for pid, _ in seen} <= {"t#0", "t#1"}  # keyed by part, not by table
+
+
+class _FakeRunner:
+    """Not a mock of a server: a real runner that counts rows without a database, so the test
+    checks only the engine's plumbing of progress between processes."""
+
+    def run(self, part, progress):
+        from dbmigrate.engine import PartResult
+        for _ in range(3):
+            progress(part.table, 10)
+        return PartResult(part.id, part.target, part.table, rows=30)
+
+
+# ----------------------------------------------------------------------------- on a real terminal
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR)\s")
+BAR = re.compile(r"(?P<desc>[^\r\n|]*?):\s+(?P<pct>\d+)%\|[^|\r\n]*\|\s*(?P<n>[\d.]+[kMG]?)/(?P<total>[\d.]+[kMG]?)\s")
+WIDTH = 200
+
+
+def _num(s: str) -> float:
+    mult = {"k": 1e3, "M": 1e6, "G": 1e9}.get(s[-1], 1)
+    return float(s.rstrip("kMG")) * mult
+
+
+def _bars(raw: bytes) -> list[dict]:
+    """Every bar state drawn on the terminal, in order."""
+    out = []
+    for seg in re.split(r"[\r\n]", raw.decode("utf-8", "replace")):
+        m = BAR.match(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", seg))
+        if m:
+            out.append({"desc": m["desc"].strip(), "n": _num(m["n"]), "total": _num(m["total"]), "text": seg})
+    return out
+
+
+def _drawn(raw: bytes) -> set[str]:
+    """The names of every bar drawn, with or without a total ("webhooks: 0.00 rows [00:00, ...]")."""
+    out = set()
+    for seg in re.split(r"[\r\n]", raw.decode("utf-8", "replace")):
+        m = re.match(r"^\s*([A-Za-z_][\w.() ]*?):\s.*\brows\b", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", seg))
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+def _check_screen(lines: list[str], extra=()) -> None:
+    """Every line a user is left with is a log line or a finished bar: nothing half-overwritten."""
+    for line in lines:
+        if not line.strip():
+            continue
+        ok = LOG_LINE.match(line) or (BAR.match(line + " ") and line.endswith("]")) or any(e in line for e in extra)
+        assert ok, f"a line mixing bar and text: {line!r}\nscreen:\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize("kind", ["mongodb", "postgresql"])
+def test_terminal_screen_of_a_migration(pg_source, mongo_db, pg_db, tmp_path, kind):
+    """The real CLI on a pseudo-terminal, MLflow-made source with many empty tables: one overall
+    bar ending at exactly its total, no bar ever drawn for an empty table nor beyond a table's
+    rows (PostgreSQL -> PostgreSQL counted COPY's trailer as a row: "1.00 rows" on every empty
+    table, "22.0 rows" of 21), a counter for the index build and verification, and a screen
+    left with log lines and finished bars only."""
+    from tests.support.terminal import TerminalRun
+    target = mongo_db() if kind == "mongodb" else pg_db()
+    report = tmp_path / "r.json"
+    run = TerminalRun(["migrate", "--source", pg_source[0], "--target", target, "--state-dir", tmp_path / "s",
+                       "--report-json", report], width=WIDTH)
+    rc, out = run.finish()
+    assert rc == 0, out[-3000:]
+    raw = bytes(run.raw)
+    bars = _bars(raw)
+    assert bars, raw[-2000:]
+    rep = json.loads(report.read_text())
+    empty = {p["table"] for p in rep["plan"] if p["rows"] == 0} if rep["plan"] else \
+        {t["table"] for t in rep["tables"] if t["total"] == 0}
+    assert len(empty) > 10  # MLflow's schema: most tables are empty
+    drawn = _drawn(raw)
+    assert not drawn & empty, f"bars drawn for empty tables: {sorted(drawn & empty)}"
+    over = [b["text"] for b in bars if b["n"] > b["total"]]
+    assert not over, over
+    copy = [b for b in bars if b["desc"] == "copy"]
+    total_rows = sum(t["migrated"] for t in rep["tables"] if "(copy)" not in t["table"])
+    assert copy and copy[-1]["n"] == copy[-1]["total"] > 0
+    steps = {b["desc"]: b for b in bars if b["desc"] != "copy" and not b["desc"].startswith(" ")}
+    assert steps["verify (sample)"]["n"] == steps["verify (sample)"]["total"] > 0
+    if kind == "mongodb":
+        n_indexes = sum(1 for c in rep["verification"]["indexes"])
+        assert steps["indexes"]["n"] == steps["indexes"]["total"] == n_indexes
+    _check_screen(run.screen)
+    del total_rows
+
+
+@pytest.fixture(scope="module")
+def bulk_110k(pg_base):
+    """A seeded MLflow-shaped source whose metrics table is cut into 2 parts (benchmarks/generate.py)."""
+    from tests.support import servers
+    name = "dbm_prog_" + os.urandom(4).hex()
+    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
+                          "--metrics", "110000", "--runs", "1100", "--params", "3000", "--tags", "2000",
+                          "--seed", "7"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    yield servers.pg_database(pg_base, name)
+    servers.drop_pg_database(pg_base, name)
+
+
+def _done_rows(state_dir: Path) -> int:
+    import sqlite3
+    total = 0
+    for f in state_dir.glob("*.sqlite"):
+        db = sqlite3.connect(str(f), timeout=30)
+        try:
+            total += db.execute("SELECT COALESCE(SUM(rows), 0) FROM parts WHERE status = 'done'").fetchone()[0]
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            db.close()
+    return total
+
+
+def _metric_parts_done(state_dir: Path) -> int:
+    import sqlite3
+    n = 0
+    for f in state_dir.glob("*.sqlite"):
+        db = sqlite3.connect(str(f), timeout=30)
+        try:
+            n += db.execute("SELECT COUNT(*) FROM parts WHERE status = 'done' AND id LIKE 'run_metrics#%'").fetchone()[0]
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            db.close()
+    return n
+
+
+def test_ctrl_c_then_resume_on_a_terminal(bulk_110k, mongo_db, tmp_path):
+    """Ctrl-C during the copy leaves no count above a total and no half-drawn line; the --resume
+    run's overall bar starts at the rows the interrupted run had copied, not at 0."""
+    import signal
+    from tests.support.terminal import TerminalRun
+    target, state = mongo_db(), tmp_path / "state"
+    args = ["migrate", "--source", bulk_110k, "--target", target, "--state-dir", state, "--verify", "none"]
+    run = TerminalRun(args, width=WIDTH)
+    assert run.wait_for(lambda r: _metric_parts_done(state) >= 1, timeout=300), bytes(run.raw)[-3000:]
+    run.proc.send_signal(signal.SIGINT)
+    rc, out = run.finish()
+    assert rc == 130, (rc, bytes(run.raw)[-3000:])
+    bars = _bars(bytes(run.raw))
+    assert bars and not [b["text"] for b in bars if b["n"] > b["total"]]
+    _check_screen(run.screen, extra=("interrupted",))
+    copied = _done_rows(state)
+    assert copied > 0
+    resumed = TerminalRun([*args, "--resume"], width=WIDTH)
+    rc, out = resumed.finish()
+    assert rc == 0, out[-3000:]
+    copy = [b for b in _bars(bytes(resumed.raw)) if b["desc"] == "copy"]
+    assert copy, bytes(resumed.raw)[-3000:]
+    first = copy[0]
+    # the first drawing already counts the parts the interrupted run copied (3 significant digits shown)
+    assert abs(first["n"] - copied) <= max(copied * 0.01, 1), (first["text"], copied)
+    assert copy[-1]["n"] == copy[-1]["total"]
+    _check_screen(resumed.screen)
