@@ -18,13 +18,38 @@ from dbmigrate.uri import DatabaseURI, parse_uri
 log = logging.getLogger("dbmigrate")
 
 
+# The phase a STEP line begins, by its first word; the report gives each phase its own seconds.
+PHASES = {"connect": "connect", "plan": "plan", "prepare": "schema", "read": "plan", "copy": "copy",
+          "build": "indexes", "keys": "indexes", "verify": "verify"}
+
+
 class Steps:
+    """Numbered STEP lines; also times the phases they begin (connect, plan, schema, copy,
+    indexes, verify), each until the next STEP line."""
+
     def __init__(self, total: int):
         self.n, self.total = 0, total
+        self.times: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
 
     def __call__(self, text: str, *args):
         self.n += 1
+        self._stop()
+        word = text.split(" ", 1)[0].rstrip(":")
+        if word in PHASES:
+            self._current = (PHASES[word], time.perf_counter())
         log.info(f"STEP {self.n}/{self.total} {text}", *args)
+
+    def _stop(self) -> None:
+        if self._current is not None:
+            name, t0 = self._current
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+            self._current = None
+
+    def phases(self) -> dict[str, float]:
+        """Seconds per phase so far (a phase cut short by an error counts until now)."""
+        self._stop()
+        return dict(self.times)
 
 
 def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
@@ -47,17 +72,20 @@ def migrate(cfg: Config) -> Report:
     report = Report(command="migrate" if not cfg.dry_run else "migrate --dry-run",
                     source=src_uri.masked, target=dst_uri.masked, layout=layout, dry_run=cfg.dry_run,
                     settings=settings_of(cfg))
+    steps = Steps(6)
     try:
         if dst_uri.kind == "mongodb":
             from dbmigrate.to_mongo import migrate_to_mongo
-            migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, Steps(6))
+            migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, steps)
         else:
             from dbmigrate.to_sql import migrate_to_sql
-            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(6))
+            migrate_to_sql(cfg, src_uri, dst_uri, report, steps)
     except MigrationError as exc:
         report.error = exc.describe()
         report.exit_code = exc.exit_code
         log.error("%s", report.error)
+    finally:
+        report.phases = steps.phases()
     return finish(report, t_start)
 
 
