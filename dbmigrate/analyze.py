@@ -12,10 +12,24 @@ log = logging.getLogger("dbmigrate")
 
 MAX_DOC_TEXT = 15 * 1024 * 1024  # a span's JSON text near MongoDB's 16 MB document limit
 
-# Rows per second this tool sustains per kind of work on a 2-core machine (benchmarks/README.md);
-# the estimate is a planning figure, not a promise: the target's own speed dominates.
-RATE_DOCUMENTS = 15_000
-RATE_EMBEDDED = 60_000
+# Measured rates (2-core machine; benchmarks/README.md and the runs quoted below). The estimate is a
+# planning figure, not a promise: the target's own speed dominates, and the progress bar's ETA,
+# computed from the rate observed during the run, takes over once the copy starts.
+# MongoDB figures were measured on SecantusDB, the MongoDB-wire server of the tests, which ingests
+# 14-20k documents/s; a real mongod is faster, so for it they are an upper bound.
+RATE_DOCUMENTS = 15_000      # documents/s written (benchmark 1M: mlflow-mongodb 15,066, tables 10,957)
+RATE_EMBEDDED = 60_000       # rows/s embedded into another document (tags, params, latest metrics)
+RATE_INDEX_KEYS = 30_000     # index entries/s built after the load (1M run_metrics x 3 indexes: 73 s;
+                             # 300k: 44 s)
+RATE_VERIFY_DOCS = {"counts": 14_000, "sample": 11_000, "full": 3_000}  # target documents/s verified
+                             # (300k run_metrics: counts 22 s, sample 27 s, full 99 s)
+# SQL targets: rows/s of the copy, seconds to make MLflow's schema (its migrations), seconds per
+# table (each table is a part of its own, even when empty), rows/s verified.
+RATE_SQL = {  # kind: (copy rows/s, schema s, s per table, verify rows/s)
+    "postgresql": (136_000, 6.0, 0.02, 300_000),   # COPY (327k rows/s byte for byte from PostgreSQL)
+    "sqlite": (153_000, 4.0, 0.01, 300_000),       # executemany
+    "mysql": (16_000, 16.0, 0.3, 75_000),          # multi-row INSERT (MariaDB, 340k rows: copy 20.9 s,
+}                                                  # schema 16.1 s, verify 4.5 s)
 
 
 def orphan_count(source, schema: SourceSchema, child: str, ccol: str, parent: str, pcol: str) -> int:
@@ -87,7 +101,24 @@ def analyze_source(source, schema: SourceSchema, plan, counts: dict) -> list[str
     return problems
 
 
-def estimate_seconds(counts: dict, plan) -> float:
+def estimate_seconds(counts: dict, plan, verify: str = "sample") -> float:
+    """Copy, index build and verification of a MongoDB target, from measured rates."""
     docs = sum(counts.get(c.table, 0) for c in plan.collections)
     embedded = sum(n for t, n in counts.items() if t in plan.destinations) - docs
-    return docs / RATE_DOCUMENTS + max(embedded, 0) / RATE_EMBEDDED
+    keys = sum(counts.get(c.table, 0) * len(c.spec.get("indexes", [])) for c in plan.collections)
+    seconds = docs / RATE_DOCUMENTS + max(embedded, 0) / RATE_EMBEDDED + keys / RATE_INDEX_KEYS
+    if verify in RATE_VERIFY_DOCS:
+        seconds += docs / RATE_VERIFY_DOCS[verify]
+    return seconds
+
+
+def estimate_sql_seconds(counts: dict, kind: str, verify: str = "sample", same_engine: bool = False) -> float:
+    """Schema, copy and verification of a SQL target (`kind`: postgresql, mysql, sqlite)."""
+    rate, schema, per_table, verify_rate = RATE_SQL.get(kind, RATE_SQL["mysql"])
+    if same_engine and kind == "postgresql":
+        rate = 327_000  # byte for byte (benchmark 1M, keys rebuilt included)
+    rows = sum(counts.values())
+    seconds = schema + len(counts) * per_table + rows / rate
+    if verify != "none":
+        seconds += rows / verify_rate
+    return seconds

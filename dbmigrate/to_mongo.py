@@ -112,7 +112,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
         report.plan = [{"table": t, "rows": counts[t], "destination": plan.destinations.get(t) or
                         f"skipped: {plan.skipped.get(t)}"} for t in sorted(schema.tables)]
         report.problems = analyze_source(source, schema, plan, counts)
-        report.estimate_seconds = estimate_seconds(counts, plan)
+        report.estimate_seconds = estimate_seconds(counts, plan, cfg.verify)
         if report.blocking_problems:
             raise DataError("The source has values the target cannot hold: "
                             + "; ".join(p.replace("BLOCKING: ", "") for p in report.blocking_problems))
@@ -149,6 +149,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
         accounts = Accounts()
         if state:
             load_accounts(state, accounts)
+        before = sum(t.migrated for t in table_rows(plan, counts, accounts))  # by an interrupted run
         progress.start_copy(parts, {cp.name: counts.get(cp.table, 0) for cp in plan.collections},
                             state.part_rows() if state else {})
 
@@ -173,13 +174,13 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
                       inline_runner=inline)
         finally:
             progress.end_copy()
-        report.copy_rows = progress.this_run
         log.info("copied %d parts in %.2f s", len(pending), time.perf_counter() - t_copy)
         if not (state and state.step_done("merge")):
             merge_rows(plan, source, writer, cfg, accounts)
             if state:
                 state.mark_step("merge")
         report.tables = table_rows(plan, counts, accounts)
+        report.copy_rows = sum(t.migrated for t in report.tables) - before  # embedded rows included
         report.skipped_tables = [{"table": t, "rows": counts[t], "reason": why}
                                  for t, why in sorted(plan.skipped.items())]
         if cfg.dry_run:

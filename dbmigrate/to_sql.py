@@ -225,6 +225,9 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         src_tables = set(schema.tables) if is_sql else set(source.tables())
         copy = [t for t in tables if t in src_tables]
         counts = {t: ((source.count(t, raw=True) if is_sql else source.count(t)) or 0) for t in copy}
+        from dbmigrate.analyze import estimate_sql_seconds
+        report.estimate_seconds = estimate_sql_seconds(counts, dst_uri.kind, cfg.verify,
+                                                       is_sql and source.dialect == "postgresql")
         if is_sql:
             check_orphans_for_sql(source, schema, cfg, report)
         workers = cfg.effective_workers if is_sql and source.dialect == "postgresql" else 1

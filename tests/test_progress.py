@@ -226,7 +226,7 @@ def test_terminal_screen_of_a_migration(pg_source, mongo_db, pg_db, tmp_path, ki
     over = [b["text"] for b in bars if b["n"] > b["total"]]
     assert not over, over
     copy = [b for b in bars if b["desc"] == "copy"]
-    total_rows = sum(t["migrated"] for t in rep["tables"] if "(copy)" not in t["table"])
+    total_rows = sum(t["migrated"] for t in rep["tables"])  # the "all tables" row's rows
     assert copy and copy[-1]["n"] == copy[-1]["total"] > 0
     steps = {b["desc"]: b for b in bars if b["desc"] != "copy" and not b["desc"].startswith(" ")}
     assert steps["verify (sample)"]["n"] == steps["verify (sample)"]["total"] > 0
@@ -234,7 +234,17 @@ def test_terminal_screen_of_a_migration(pg_source, mongo_db, pg_db, tmp_path, ki
         n_indexes = sum(1 for c in rep["verification"]["indexes"])
         assert steps["indexes"]["n"] == steps["indexes"]["total"] == n_indexes
     _check_screen(run.screen)
-    del total_rows
+    # item 9: the copy apart from schema, index and verification time, in JSON and in text
+    phases = rep["phases"]
+    assert {"connect", "copy", "indexes", "verify", "plan" if kind == "mongodb" else "schema"} <= set(phases)
+    assert rep["copy"]["rows"] == total_rows > 0
+    assert rep["copy"]["seconds"] == round(phases["copy"], 3) < rep["seconds"]
+    assert abs(rep["copy"]["rows_per_s"] - total_rows / phases["copy"]) < 1
+    assert sum(phases.values()) <= rep["seconds"] + 0.01
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("all tables (copy)"))
+    assert f"{phases['copy']:.2f}" in line.split()
+    for name in ("copy", "verify", "total"):
+        assert re.search(rf"^  {name}\s+\d+\.\d\d s", out, re.M), out[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +315,62 @@ def test_ctrl_c_then_resume_on_a_terminal(bulk_110k, mongo_db, tmp_path):
     assert abs(first["n"] - copied) <= max(copied * 0.01, 1), (first["text"], copied)
     assert copy[-1]["n"] == copy[-1]["total"]
     _check_screen(resumed.screen)
+
+
+@pytest.fixture(scope="module")
+def bulk_210k(pg_base):
+    """A source big enough for worker processes (at least 200k rows to copy)."""
+    from tests.support import servers
+    name = "dbm_prog_" + os.urandom(4).hex()
+    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
+                          "--metrics", "210000", "--runs", "1000", "--params", "3000", "--tags", "2000",
+                          "--seed", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    yield servers.pg_database(pg_base, name)
+    servers.drop_pg_database(pg_base, name)
+
+
+def test_analyze_counts_the_documents_of_worker_processes(bulk_210k, mongo_db):
+    """`analyze` with workers said "0 documents": each worker recorded in its own writer."""
+    from tests.conftest import run_cli
+    target = mongo_db()
+    seen = {}
+    for workers in ("1", "2"):
+        res = run_cli("analyze", "--source", bulk_210k, "--target", target, "--workers", workers, "--no-progress")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        m = re.search(r"nothing was written to the target \(([\d,]+) documents, ([\d,.]+) MB", res.stdout)
+        assert m, res.stdout[-3000:]
+        seen[workers] = (int(m.group(1).replace(",", "")), m.group(2))
+    assert "in 4 parts" in res.stderr or "2 workers" in res.stderr, res.stderr[-2000:]
+    assert seen["2"] == seen["1"] and seen["1"][0] >= 210_000, seen
+
+
+BENCH = ROOT / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("result,scenario", [
+    ("20261123T031203Z-1m.json", "pg-mongo"), ("20261123T031203Z-1m.json", "pg-mongo-tables"),
+    ("20261123T021529Z-1m.json", "pg-pg"), ("20261123T021529Z-1m.json", "pg-sqlite")])
+def test_estimate_is_near_the_measured_runs(bulk_110k, result, scenario):
+    """The estimate against whole runs measured by the benchmarks (1M metric rows, --verify none,
+    wall clock of the process): the old one counted the documents' copy only and said 70 s for the
+    142 s pg-mongo run (and 21 s for the issue's 210 s run)."""
+    from dbmigrate.analyze import estimate_seconds, estimate_sql_seconds
+    from dbmigrate.plan import make_plan
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.uri import parse_uri
+    doc = json.loads((BENCH / result).read_text())
+    counts = doc["source"]["counts"]
+    measured = next(s for s in doc["scenarios"] if s["scenario"] == scenario)["total"]["wall_seconds"]
+    if scenario.startswith("pg-mongo"):
+        src = SqlSource(parse_uri(bulk_110k, role="source")).open()  # same generator, same schema
+        try:
+            plan = make_plan(src.inspect(), "tables" if scenario.endswith("tables") else "mlflow-mongodb")
+        finally:
+            src.close()
+        est = estimate_seconds(counts, plan, "none")
+    else:
+        kind = {"pg-pg": "postgresql", "pg-sqlite": "sqlite"}[scenario]
+        est = estimate_sql_seconds({t: n for t, n in counts.items() if t != "alembic_version"}, kind, "none",
+                                   same_engine=kind == "postgresql")
+    assert 0.6 * measured <= est <= 1.5 * measured, (scenario, round(est, 1), round(measured, 1))
