@@ -13,6 +13,7 @@ Log lines go on above the bars (never through them), with the CLI's own handler 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 
@@ -27,7 +28,7 @@ class View:
     def table_close(self, key: str) -> None: ...
     def step(self, name: str, total: int | None, done: int, unit: str, postfix: str) -> None: ...
     def step_close(self) -> None: ...
-    def close(self, interrupted: bool) -> None: ...
+    def close(self) -> None: ...
 
 
 class Progress:
@@ -172,11 +173,12 @@ class Progress:
                 self.view.step_close()
             self.step_name = None
 
-    def close(self, interrupted: bool = False) -> None:
+    def close(self) -> None:
+        """The end of the run, or of its interruption: bars cleared, counts as they are."""
         with self.lock:
             self.tables.clear()
             self.step_name = None
-            self.view.close(interrupted)
+            self.view.close()
 
 
 class TerminalView(View):
@@ -196,10 +198,19 @@ class TerminalView(View):
         self.ticker = threading.Thread(target=self._tick, daemon=True, name="dbmigrate-progress")
         self.ticker.start()
 
-    def _bar(self, desc, total, initial, unit, leave, scale=True):
+    def _bar(self, desc, total, initial, unit, leave, scale=True, eta=True):
+        # A few columns are left free at the end of each bar for the "^C" a terminal echoes
+        # after it (cleared when the bar closes), so that it does not wrap onto the next line.
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            width = 80
+        # A step's units differ in cost (an index on a million documents, then dozens on empty
+        # collections): its bar shows the count and the elapsed time, not a misleading ETA.
+        fmt = None if eta else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
         return self.tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=scale,
-                         dynamic_ncols=True, leave=leave, file=self.stream, smoothing=0.1,
-                         mininterval=0.2)
+                         ncols=max(width - 4, 40), leave=leave, file=self.stream, smoothing=0.1,
+                         mininterval=0.2, bar_format=fmt)
 
     def _set(self, bar, n):
         if n != bar.n:
@@ -234,33 +245,39 @@ class TerminalView(View):
     def step(self, name, total, done, unit, postfix):
         if self.step_bar is None:
             self._close_top()
-            self.step_bar = self._bar(name, total, 0, f" {unit}" if unit else " steps", True, scale=False)
+            self.step_bar = self._bar(name, total, 0, f" {unit}" if unit else " steps", True, scale=False,
+                                      eta=False)
         self.step_bar.set_postfix_str(postfix, refresh=False)
         self._set(self.step_bar, done)
         self.step_bar.refresh()
 
     def step_close(self):
         if self.step_bar is not None:
+            self._clear_line()
             self.step_bar.close()
             self.step_bar = None
+
+    def _clear_line(self):
+        """Clear the line the cursor is on (the top bar's) before a bar is left there for good:
+        Ctrl-C makes the terminal echo "^C" after the bar, which a redraw would not cover."""
+        with self.tqdm.get_lock():
+            self.stream.write("\r\x1b[K")
 
     def _close_top(self):
         for key in list(self.bars):
             self.table_close(key)
         if self.top is not None:
-            self.top.refresh()
+            self._clear_line()
             self.top.close()
             self.top = None
 
-    def close(self, interrupted):
+    def close(self):
         self.stop.set()
         self.ticker.join(timeout=2)
         for key in list(self.bars):
             self.table_close(key)
         self.step_close()
-        if self.top is not None:
-            self.top.close()
-            self.top = None
+        self._close_top()
         for h, stream in self.handlers:
             h.setStream(stream)
 
