@@ -49,7 +49,13 @@ def verify(cfg: Config) -> Report:
         steps("verify (%s)", cfg.verify if cfg.verify != "none" else "counts")
         level = cfg.verify if cfg.verify != "none" else "counts"
         from dataclasses import replace
-        report.verification = verify_mongo(plan, source, writer.db, replace(cfg, verify=level), counts)
+        from dbmigrate.progress import open_progress
+        progress = open_progress(cfg.progress)
+        try:
+            report.verification = verify_mongo(plan, source, writer.db, replace(cfg, verify=level), counts,
+                                               progress=progress)
+        finally:
+            progress.close()
         steps("done")
     except MigrationError as exc:
         report.error = exc.describe()

@@ -245,6 +245,13 @@ def test_terminal_screen_of_a_migration(pg_source, mongo_db, pg_db, tmp_path, ki
     assert f"{phases['copy']:.2f}" in line.split()
     for name in ("copy", "verify", "total"):
         assert re.search(rf"^  {name}\s+\d+\.\d\d s", out, re.M), out[-3000:]
+    if kind == "mongodb":  # `dbmigrate verify` counts its checks too
+        ver = TerminalRun(["verify", "--source", pg_source[0], "--target", target], width=WIDTH)
+        rc, out = ver.finish()
+        assert rc == 0, out[-3000:]
+        v = [b for b in _bars(bytes(ver.raw)) if b["desc"] == "verify (sample)"]
+        assert v and v[-1]["n"] == v[-1]["total"] > 0
+        _check_screen(ver.screen)
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +381,22 @@ def test_estimate_is_near_the_measured_runs(bulk_110k, result, scenario):
         est = estimate_sql_seconds({t: n for t, n in counts.items() if t != "alembic_version"}, kind, "none",
                                    same_engine=kind == "postgresql")
     assert 0.6 * measured <= est <= 1.5 * measured, (scenario, round(est, 1), round(measured, 1))
+
+
+def test_report_rate_is_the_copy_of_this_run():
+    """A resumed run: the rate divides the rows this run copied by the copy's own seconds; schema,
+    index and verification seconds are lines of their own (text) and keys of their own (JSON)."""
+    from dbmigrate.report import Report, TableRow
+    r = Report(command="migrate", source="s", target="t", layout="tables")
+    r.tables = [TableRow("metrics", "metrics", 300_000, 300_000, seconds=20.0), TableRow("runs", "runs", 3000, 3000)]
+    r.phases = {"connect": 0.5, "schema": 6.0, "copy": 20.0, "indexes": 44.0, "verify": 27.0}
+    r.copy_rows = 200_000  # 103,000 were kept from the interrupted run
+    r.seconds = 98.0
+    text = r.finish().to_text()
+    line = next(ln for ln in text.splitlines() if "all tables (copy)" in ln)
+    assert line.split()[-2:] == ["20.00", "10,000"]
+    assert re.search(r"^  indexes\s+44\.00 s$", text, re.M) and re.search(r"^  verify\s+27\.00 s$", text, re.M)
+    assert re.search(r"^  total\s+98\.00 s$", text, re.M)
+    d = r.to_dict()
+    assert d["copy"] == {"seconds": 20.0, "rows": 200_000, "rows_per_s": 10_000.0}
+    assert d["phases"]["indexes"] == 44.0 and d["seconds"] == 98.0
