@@ -397,3 +397,52 @@ def test_report_rate_is_the_copy_of_this_run():
     d = r.to_dict()
     assert d["copy"] == {"seconds": 20.0, "rows": 200_000, "rows_per_s": 10_000.0}
     assert d["phases"]["indexes"] == 44.0 and d["seconds"] == 98.0
+
+
+def test_log_lines_go_above_the_bars_through_the_cli_handler(tmp_path):
+    """While bars are shown, log records still pass the CLI's handler and its password-masking
+    filter (tqdm's own logging redirect drops handler filters); they are written above the bars."""
+    import logging
+    import pty as ptymod
+    from dbmigrate.cli import setup_logging
+    from dbmigrate.progress import TerminalView
+    from tests.support.terminal import screen
+    master, slave = ptymod.openpty()
+    stream = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
+    root, ours = logging.getLogger(), logging.getLogger("dbmigrate")
+    saved = root.handlers[:], root.level, ours.level
+    try:
+        setup_logging("INFO")
+        root.handlers[0].setStream(stream)
+        p = Progress(TerminalView(stream))
+        p.start_copy(_parts(), TOTALS)
+        p.advance("metrics#1/3", 50)
+        logging.getLogger("dbmigrate").info("retrying postgresql://mlflow:s3cr3t@db:5432/mlflow")
+        p.part_done("metrics#1/3", 100)
+        p.end_copy()
+        p.close()
+        assert root.handlers[0].stream is stream  # restored
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
+        stream.close()
+    import select as sel
+    out = b""
+    while True:
+        r, _, _ = sel.select([master], [], [], 0.5)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert b"s3cr3t" not in out and b"mlflow:***@db" in out
+    lines = [ln for ln in screen(out, 80) if ln.strip()]
+    log_line = next(i for i, ln in enumerate(lines) if "retrying" in ln)
+    assert lines[log_line].startswith(tuple("0123456789")), lines  # a line of its own, not after a bar
+    assert lines[-1].startswith("copy:") and "100/321" in lines[-1], lines
