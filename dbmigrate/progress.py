@@ -233,9 +233,10 @@ class TerminalView(View):
 
     def table(self, key, total, done):
         b = self.bars.get(key)
-        if b is None:
-            b = self.bars[key] = self._bar(f"  {key}", total, 0, " rows", False)
-        self._set(b, done)
+        if b is None:  # drawn at once with what is already counted (resumed parts included)
+            self.bars[key] = self._bar(f"  {key}", total, done, " rows", False)
+        else:
+            self._set(b, done)
 
     def table_close(self, key):
         b = self.bars.pop(key, None)
