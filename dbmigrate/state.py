@@ -57,6 +57,14 @@ class State:
         """)
 
     @classmethod
+    def read_only(cls, path: Path) -> "State":
+        """An existing catalog opened for reading only (a dry run looks, never writes)."""
+        self = cls.__new__(cls)
+        self.path = path
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return self
+
+    @classmethod
     def existing(cls, state_dir, target_masked) -> "State | None":
         path = state_path(state_dir, target_masked)
         return cls(path) if path.exists() else None
@@ -140,39 +148,57 @@ def _now() -> str:
 
 
 def open_checkpoint(cfg, target_masked: str, setup: dict, *, check_resumable, clear_target,
-                    require_empty) -> "State":
+                    require_empty) -> "State | None":
     """The checkpoint catalog of a migration into one target, for either kind of target:
     resumed (same setup; `check_resumable()` adds the target kind's own checks), restarted
     (`clear_target()` removes what the earlier run wrote) or new (`require_empty()` refuses a
-    target that holds data). An unfinished earlier run is never overwritten silently."""
+    target that holds data). An unfinished earlier run is never overwritten silently.
+
+    A dry run (`cfg.dry_run`) makes exactly the same checks, so it refuses with the same error
+    and exit code as the real run would, but writes nothing (the catalog is only read; the
+    caller's `require_empty` must then only read too) and returns None."""
+    dry = cfg.dry_run
     path = state_path(cfg.state_dir, target_masked)
-    existing = State(path) if path.exists() else None
-    if cfg.resume:
-        if existing is None:
-            raise ConfigError(f"--resume: no interrupted migration into {target_masked} (no state file {path})",
-                              hint="run without --resume to start one")
-        if existing.complete:
-            raise ConfigError(f"--resume: the migration into {target_masked} already completed", hint=str(path))
-        existing.check_setup(setup)
-        check_resumable()
-        done, total = existing.progress()
-        log.info("resuming: %d of %d parts already copied (state %s)", done, total, path)
-        return existing
-    if cfg.restart:
-        if existing is None:
-            raise ConfigError(f"--restart: no earlier migration into {target_masked} to start over "
-                              f"(no state file {path})", hint="run without --restart")
-        clear_target()
-        existing.remove()
-        existing = None
-    elif existing is not None and not existing.complete:
-        done, total = existing.progress()
-        existing.close()
-        raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
-                             f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
-    require_empty()
-    if existing is not None:
-        existing.remove()
-    state = State(path)
-    state.write_setup(setup)
-    return state
+    existing = (State.read_only(path) if dry else State(path)) if path.exists() else None
+    try:
+        if cfg.resume:
+            if existing is None:
+                raise ConfigError(f"--resume: no interrupted migration into {target_masked} (no state file {path})",
+                                  hint="run without --resume to start one")
+            if existing.complete:
+                raise ConfigError(f"--resume: the migration into {target_masked} already completed", hint=str(path))
+            existing.check_setup(setup)
+            check_resumable()
+            done, total = existing.progress()
+            log.info("%s: %d of %d parts already copied (state %s)", "would resume" if dry else "resuming",
+                     done, total, path)
+            return None if dry else existing
+        if cfg.restart:
+            if existing is None:
+                raise ConfigError(f"--restart: no earlier migration into {target_masked} to start over "
+                                  f"(no state file {path})", hint="run without --restart")
+            if dry:
+                return None  # the real run removes what the earlier one wrote: nothing to check
+            clear_target()
+            existing.remove()
+            existing = None
+        elif existing is not None and not existing.complete:
+            done, total = existing.progress()
+            raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
+                                 f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
+        require_empty()
+        if dry:
+            return None
+        if existing is not None:
+            existing.remove()
+            existing = None
+        state = State(path)
+        state.write_setup(setup)
+        return state
+    except BaseException:
+        if existing is not None:
+            existing.close()
+        raise
+    finally:
+        if dry and existing is not None:
+            existing.close()

@@ -123,7 +123,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
                                 "under concurrent writes (WiredTiger write conflicts it does not retry)")
         setup = {"source": src_uri.masked, "target": dst_uri.masked, "layout": layout,
                  "skip_unmapped": cfg.skip_unmapped, "revision": schema.revision, "orphans": cfg.orphans}
-        state = None if cfg.dry_run else open_state(cfg, dst_uri, setup, writer, plan, report)
+        state = open_state(cfg, dst_uri, setup, writer, plan, report)  # a dry run: the same checks, no writes
 
         parts = []
         for cp in plan.collections:
