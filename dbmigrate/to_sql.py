@@ -429,7 +429,8 @@ def open_sql_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, revis
 
     return open_checkpoint(cfg, dst_uri.masked, setup, check_resumable=check_resumable,
                            clear_target=writer.drop_mlflow_tables,
-                           require_empty=lambda: writer.prepare(revision, dry_run=cfg.dry_run))
+                           require_empty=lambda: writer.prepare(revision, dry_run=True),
+                           prepare=lambda: writer.prepare(revision))
 
 
 # Metric value columns: a -0.0 there becomes 0.0 on SQLite and MySQL/MariaDB, which store no

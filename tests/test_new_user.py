@@ -163,15 +163,24 @@ def test_analyze_refuses_what_migrate_refuses(pg_source, mongo_copies, sql_db, t
     assert "already holds data" in dry.stdout + dry.stderr
 
 
-def test_analyze_with_resume_but_no_interrupted_run_refuses_like_migrate(pg_source, mongo_db, tmp_path):
-    target = mongo_db()
-    dry = run_cli("analyze", "--source", pg_source[0], "--target", target, "--resume",
-                  "--state-dir", tmp_path / "s")
-    real = run_cli("migrate", "--source", pg_source[0], "--target", target, "--resume",
-                   "--state-dir", tmp_path / "s")
-    assert dry.returncode == real.returncode == 2
-    assert "no interrupted migration" in dry.stdout + dry.stderr
-    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+def test_resume_without_a_catalog(pg_source, mongo_copies, mongo_db, tmp_path):
+    """`migrate || migrate --resume` must converge wherever the kill fell, even before the
+    catalog existed: --resume with no catalog starts when the target is empty, and refuses (exit
+    5, as migrate would) when it is not; analyze answers the same and writes no catalog."""
+    state = tmp_path / "s"
+    full = mongo_copies["mlflow-mongodb"]
+    dry = run_cli("analyze", "--source", pg_source[0], "--target", full, "--resume", "--state-dir", state)
+    real = run_cli("migrate", "--source", pg_source[0], "--target", full, "--resume", "--state-dir", state)
+    assert dry.returncode == real.returncode == 5, real.stdout[-2000:]
+    assert "no interrupted migration" in real.stdout and "already holds data" in real.stdout
+    empty = mongo_db()
+    dry = run_cli("analyze", "--source", pg_source[0], "--target", empty, "--resume", "--state-dir", state)
+    assert dry.returncode == 0, dry.stdout[-2000:]
+    assert not state.exists() or not any(state.iterdir())  # the dry run wrote no catalog
+    real = run_cli("migrate", "--source", pg_source[0], "--target", empty, "--resume", "--state-dir", state,
+                   "--no-progress")
+    assert real.returncode == 0, real.stdout[-2000:]
+    assert "the target is empty: starting" in real.stderr
 
 
 def test_source_given_as_target_is_refused_however_spelled(pg_source, tmp_path):
