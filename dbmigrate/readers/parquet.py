@@ -65,8 +65,15 @@ class ParquetSnapshot:
             if os.path.exists(os.path.join(self.directory, MARKER)):
                 raise DataError(f"{self.directory} is an incomplete snapshot: its backup was stopped before "
                                 f"{MANIFEST} was written", hint="take the backup again into the same directory")
-            what = "does not exist" if not os.path.exists(self.directory) else f"has no {MANIFEST}"
-            raise SchemaError(f"{self.directory} {what}: not a dbmigrate Parquet snapshot")
+            if not os.path.isdir(self.directory):
+                raise SchemaError(f"{self.directory} does not exist: no Parquet snapshot there")
+            tables = sorted(e for e in os.listdir(self.directory) if os.path.isdir(os.path.join(self.directory, e))
+                            and any(f.endswith(".parquet") for f in os.listdir(os.path.join(self.directory, e))))
+            if tables:
+                raise DataError(f"{path} is missing, yet {self.directory} holds table directories "
+                                f"({', '.join(tables[:8])}): the manifest was deleted or the backup stopped "
+                                "early, so nothing in it can be checked", hint="take the backup again")
+            raise SchemaError(f"{self.directory} has no {MANIFEST}: not a dbmigrate Parquet snapshot")
         try:
             with open(path, encoding="utf-8") as f:
                 m = json.load(f)
@@ -118,7 +125,7 @@ class ParquetSnapshot:
             raise DataError(f"{path} is missing", table=table)
         size = os.path.getsize(path)
         if size != f.get("bytes"):
-            raise DataError(f"{path} has {size:,} bytes, the manifest says {f.get('bytes')!r} "
+            raise DataError(f"{path} has {size:,} bytes, the manifest says {f.get('bytes')} "
                             f"({'truncated' if size < (f.get('bytes') or 0) else 'changed'})", table=table)
         if file_sha256(path) != f.get("sha256"):
             raise DataError(f"{path} was altered: its sha256 differs from the manifest's", table=table)

@@ -1,0 +1,258 @@
+"""Parquet snapshots (dbmigrate.writers.parquet, dbmigrate.readers.parquet): edge values written and
+read back bit for bit, the manifest's checksums against dbmigrate.checksum computed from the input,
+the types on disk read by pyarrow alone, refusals, a killed backup, every kind of damage named by
+table and file, and a real MLflow 3.17.2 database backed up and restored into SQLite."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from dbmigrate.checksum import Checksum
+from dbmigrate.errors import DataError, MigrationError, SchemaError, TargetNotEmpty
+from dbmigrate.model import Column, Reader, Table, Writer
+from dbmigrate.readers.parquet import ParquetSnapshot
+from dbmigrate.writers.parquet import MANIFEST, MARKER, SnapshotWriter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAN, INF = float("nan"), float("inf")
+LONG = "x値🙂" * 1500                                # 6000 characters, 4-byte UTF-8 among them
+FLOATS = [NAN, INF, -INF, -0.0, 0.0, 5e-324, -5e-324, 1.7976931348623157e308, 0.1, None]
+
+SCHEMA = {
+    "metrics": Table("metrics", [Column("run_uuid", "str", False), Column("key", "str", False),
+                                 Column("step", "int", False), Column("value", "float", True),
+                                 Column("is_nan", "bool", False), Column("timestamp", "int", False)],
+                     ["run_uuid", "key", "step"]),
+    "texts": Table("texts", [Column("id", "int", False), Column("s", "str", True), Column("b", "bytes", True),
+                             Column("j", "json", True), Column("d", "date", True),
+                             Column("t", "datetime", True), Column("n", "decimal", True)], ["id"]),
+    "empty": Table("empty", [Column("id", "int", False), Column("v", "float", True)], ["id"]),
+}
+ROWS = {
+    "metrics": [(f"run{i % 3}", "loss", i, v, isinstance(v, float) and math.isnan(v), 1_700_000_000_000 + i)
+                for i, v in enumerate(FLOATS * 3)]
+    + [("run0", "k", -(2**63), 1.0, False, 2**63 - 1), ("", "", 0, -0.0, True, 0)],
+    "texts": [(1, "", b"", "{}", "2026-11-29", "2026-11-29T12:00:00.123456", 1.5),
+              (2, None, None, None, None, None, None),
+              (3, LONG, b"\x00\xff" * 3000, '{"a": [1, 2.5, "\\u00e9"]}', "1970-01-01",
+               "2026-11-29T12:00:00+00:00", 0.0),
+              (4, "𝄞 値 🙂 \u0000 nul", bytes(range(256)), "null", None, None, -0.0),
+              (5, "1", b"1", "1", None, None, 1e-300)],
+    "empty": [],
+}
+
+
+def token(v):
+    """A value's exact identity: its type and, for floats, its bits."""
+    return (type(v).__name__, struct.pack(">d", v) if isinstance(v, float) else v)
+
+
+def rows_tokens(rows):
+    return Counter(tuple(token(v) for v in r) for r in rows)
+
+
+def checksum_of(rows, columns):
+    order = sorted(range(len(columns)), key=lambda i: columns[i])
+    c = Checksum()
+    for r in rows:
+        c.add(tuple(r[i] for i in order))
+    return c
+
+
+def write_snapshot(directory, *, batch=4, **kw):
+    w = SnapshotWriter(str(directory), row_group_rows=5, file_rows=12, **kw)
+    w.prepare(SCHEMA, "dc11669786a5")
+    for name, rows in ROWS.items():
+        cols = SCHEMA[name].column_names
+        for i in range(0, len(rows), batch):
+            w.write(name, cols, rows[i:i + batch])
+    stats = w.finalize()
+    w.close()
+    return stats
+
+
+@pytest.fixture(scope="module")
+def snap(tmp_path_factory):
+    d = tmp_path_factory.mktemp("snap") / "backup"
+    write_snapshot(d)
+    return d
+
+
+def test_round_trip_exact(snap):
+    r = ParquetSnapshot(str(snap)).open()
+    assert isinstance(r, Reader) and isinstance(SnapshotWriter("x"), Writer)
+    assert r.revision == "dc11669786a5" and set(r.tables()) == set(SCHEMA)
+    manifest = json.loads((snap / MANIFEST).read_text())
+    for name, rows in ROWS.items():
+        cols = SCHEMA[name].column_names
+        back = [row for b in r.rows(name, cols, 3) for row in b]
+        assert all(len(b) <= 3 for b in r.rows(name, cols, 3))
+        assert rows_tokens(back) == rows_tokens(rows), name
+        assert r.count(name) == len(rows) == manifest["tables"][name]["rows"]
+        expected = checksum_of(rows, cols)
+        assert manifest["tables"][name]["checksum"] == f"{expected.total:016x}"
+        # a column subset, in another order, comes back as asked
+        sub = [row for b in r.rows(name, cols[::-1][:2], 100) for row in b]
+        assert rows_tokens(sub) == rows_tokens([r_[::-1][:2] for r_ in rows])
+    # it grew past one part file and one row group
+    files = manifest["tables"]["metrics"]["files"]
+    assert len(files) >= 2 and [f["path"] for f in files][:2] == [f"metrics/part-0000{i}.parquet" for i in (0, 1)]
+    assert sum(f["rows"] for f in files) == len(ROWS["metrics"])
+    assert pq.ParquetFile(snap / files[0]["path"]).metadata.num_row_groups > 1
+    assert manifest["tables"]["empty"]["files"][0]["rows"] == 0 and r.count("empty") == 0
+    assert manifest["tool_version"] == __import__("dbmigrate").__version__
+
+
+def test_types_on_disk_read_by_pyarrow_alone(snap):
+    t = pq.read_table(snap / "metrics")
+    assert [str(f.type) for f in t.schema] == ["large_string", "large_string", "int64", "double", "bool", "int64"]
+    bits = [struct.pack(">d", v) if v is not None else None for v in t.column("value").to_pylist()]
+    assert Counter(bits) == Counter(struct.pack(">d", r[3]) if r[3] is not None else None
+                                    for r in ROWS["metrics"])
+    x = pq.read_table(snap / "texts").to_pydict()
+    assert x["s"][:2] == ["", None] and x["b"][:2] == [b"", None] and x["s"][2] == LONG
+    assert str(pq.read_schema(snap / "texts" / "part-00000.parquet").field("b").type) == "large_binary"
+
+
+def test_key_ranges_partition_a_table(snap):
+    r = ParquetSnapshot(str(snap), verify="files").open()
+    parts = [("run_uuid", None, "run1"), ("run_uuid", "run1", "run2"), ("run_uuid", "run2", None)]
+    got = [row for p in parts for b in r.rows("metrics", ["run_uuid", "step"], 4, p) for row in b]
+    assert Counter(got) == Counter((x[0], x[2]) for x in ROWS["metrics"])
+    assert [r.count("metrics", p) for p in parts] == [sum(1 for x in ROWS["metrics"] if x[0] in s)
+                                                      for s in ({"", "run0"}, {"run1"}, {"run2"})]
+
+
+@pytest.mark.parametrize("column, value", [("step", 1.0), ("value", 1), ("is_nan", 0), ("key", b"loss"),
+                                           ("run_uuid", 5), ("timestamp", "1")])
+def test_refuses_values_it_would_convert(tmp_path, column, value):
+    w = SnapshotWriter(str(tmp_path / "s"))
+    w.prepare(SCHEMA, "dc11669786a5")
+    cols = SCHEMA["metrics"].column_names
+    row = list(ROWS["metrics"][0])
+    row[cols.index(column)] = value
+    with pytest.raises(DataError) as e:
+        w.write("metrics", cols, [ROWS["metrics"][1], tuple(row)])
+    assert "table metrics" in str(e.value) and f"column {column}" in str(e.value)
+    key = tuple(row[cols.index(k)] for k in SCHEMA["metrics"].pk)  # the bad row, named by its key
+    assert f"key {key!r}" in str(e.value)
+    w.close()
+    assert not (tmp_path / "s" / MANIFEST).exists()
+
+
+def test_directory_rules(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(TargetNotEmpty, match="not a dbmigrate snapshot"):
+        SnapshotWriter(str(foreign)).prepare(SCHEMA, "dc11669786a5")
+    assert (foreign / "notes.txt").read_text() == "mine"
+    done = tmp_path / "done"
+    write_snapshot(done)
+    with pytest.raises(TargetNotEmpty, match="complete snapshot"):
+        SnapshotWriter(str(done)).prepare(SCHEMA, "dc11669786a5")
+    write_snapshot(done, batch=100, overwrite=True)  # told to overwrite: the same rows in fewer files
+    assert ParquetSnapshot(str(done)).open().count("metrics") == len(ROWS["metrics"])
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from tests.test_parquet_snapshot import SCHEMA, ROWS
+from dbmigrate.writers.parquet import SnapshotWriter
+w = SnapshotWriter(sys.argv[1], row_group_rows=2, file_rows=4)
+w.prepare(SCHEMA, "dc11669786a5")
+cols = SCHEMA["metrics"].column_names
+for i, row in enumerate(ROWS["metrics"]):
+    w.write("metrics", cols, [row])
+    if i == 9:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_killed_backup_is_incomplete_and_a_rerun_repairs_it(tmp_path):
+    d = tmp_path / "killed"
+    res = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(d)], cwd=ROOT, capture_output=True,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert res.returncode == -signal.SIGKILL, res.stderr.decode()[-2000:]
+    assert (d / MARKER).exists() and not (d / MANIFEST).exists()
+    assert len(os.listdir(d / "metrics")) >= 2  # closed part files and one without its footer
+    with pytest.raises(DataError, match="incomplete snapshot"):
+        ParquetSnapshot(str(d)).open()
+    write_snapshot(d)
+    r = ParquetSnapshot(str(d)).open()
+    back = [row for b in r.rows("metrics", SCHEMA["metrics"].column_names, 100) for row in b]
+    assert rows_tokens(back) == rows_tokens(ROWS["metrics"]) and not (d / MARKER).exists()
+
+
+def _edit_manifest(fn):
+    def edit(d):
+        m = json.loads((d / MANIFEST).read_text())
+        fn(m)
+        (d / MANIFEST).write_text(json.dumps(m))
+    return edit
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+F = "metrics/part-00001.parquet"
+DAMAGE = {  # name -> (how, error type, what the message must name)
+    "file deleted": (lambda d: os.remove(d / F), DataError, ["table metrics", F, "missing"]),
+    "file truncated": (lambda d: os.truncate(d / F, os.path.getsize(d / F) - 100), DataError,
+                       ["table metrics", F, "truncated"]),
+    "byte flipped": (lambda d: _flip_byte(d / F), DataError, ["table metrics", F, "altered"]),
+    "manifest deleted": (lambda d: os.remove(d / MANIFEST), DataError, [MANIFEST, "metrics, texts"]),
+    "table directory deleted": (lambda d: shutil.rmtree(d / "texts"), DataError, ["table texts", "texts"]),
+    "unlisted file": (lambda d: shutil.copy(d / F, d / "metrics" / "part-00009.parquet"), DataError,
+                      ["table metrics", "part-00009.parquet", "not listed"]),
+    "count edited": (_edit_manifest(lambda m: m["tables"]["texts"].__setitem__("rows", 6)), DataError,
+                     ["table texts", "texts/part-00000.parquet", "6 rows"]),
+    "file count edited": (_edit_manifest(lambda m: m["tables"]["metrics"]["files"][1].__setitem__("rows", 11)),
+                          DataError, ["table metrics", F, "11"]),
+    "checksum edited": (_edit_manifest(lambda m: m["tables"]["texts"].__setitem__("checksum", "0" * 16)),
+                        DataError, ["table texts", "texts/part-00000.parquet", "checksum"]),
+    "unknown format version": (_edit_manifest(lambda m: m.__setitem__("format_version", 2)), SchemaError,
+                               [MANIFEST, "format version 2"]),
+    "manifest not JSON": (lambda d: (d / MANIFEST).write_text('{"format": '), DataError, [MANIFEST]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damage_is_named(snap, tmp_path, case):
+    how, kind, words = DAMAGE[case]
+    d = tmp_path / "copy"
+    shutil.copytree(snap, d)
+    ParquetSnapshot(str(d)).open()  # sound before the damage
+    how(d)
+    with pytest.raises(kind) as e:
+        ParquetSnapshot(str(d)).open()
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_delete_part_rewrites_a_whole_table(tmp_path):
+    w = SnapshotWriter(str(tmp_path / "s"))
+    w.prepare(SCHEMA, "dc11669786a5")
+    cols = SCHEMA["texts"].column_names
+    w.write("texts", cols, ROWS["texts"][:2])
+    assert w.delete_part("texts", None) == 2
+    with pytest.raises(MigrationError, match="whole tables only"):
+        w.delete_part("texts", ("id", 1, 3))
+    w.write("texts", cols, ROWS["texts"])
+    w.finalize()
+    r = ParquetSnapshot(str(tmp_path / "s")).open()
+    assert rows_tokens(x for b in r.rows("texts", cols, 10) for x in b) == rows_tokens(ROWS["texts"])
