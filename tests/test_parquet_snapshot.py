@@ -256,3 +256,72 @@ def test_delete_part_rewrites_a_whole_table(tmp_path):
     w.finalize()
     r = ParquetSnapshot(str(tmp_path / "s")).open()
     assert rows_tokens(x for b in r.rows("texts", cols, 10) for x in b) == rows_tokens(ROWS["texts"])
+
+
+# ----------------------------------------------------------------------------- a real MLflow database
+@pytest.fixture(scope="module")
+def mlflow_snapshot(mlflow_source, tmp_path_factory):
+    """MLflow 3.17.2 on PostgreSQL, every table filled, backed up table by table (small batches:
+    many writes per table) through dbmigrate.snapshot.backup."""
+    from dbmigrate.snapshot import backup
+    uri, _ = mlflow_source("postgresql", 3)
+    d = tmp_path_factory.mktemp("mlflow") / "backup"
+    backup(uri, str(d), batch_size=7)
+    return uri, d
+
+
+def test_mlflow_backup_has_the_databases_checksums(mlflow_snapshot):
+    from dbmigrate.checksum import source_checksum
+    from dbmigrate.mlflow_schema import schema_version
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.uri import parse_uri
+    uri, d = mlflow_snapshot
+    snap = ParquetSnapshot(str(d)).open()  # every file and every checksum checked
+    manifest = json.loads((d / MANIFEST).read_text())
+    with SqlSource(parse_uri(uri, role="source")) as src:
+        schema = src.inspect()
+        assert snap.revision == schema.revision == "dc11669786a5"
+        assert set(snap.tables()) == set(schema.tables)
+        assert not [t for t in schema_version(schema.revision).expected_tables if snap.count(t) == 0]
+        for name, table in schema.tables.items():
+            expected = source_checksum(src, name, table.column_names, 1000)  # the verifier's path
+            entry = manifest["tables"][name]
+            assert (entry["rows"], entry["checksum"]) == (expected.count, f"{expected.total:016x}"), name
+            assert [(c.name, c.type) for c in snap.table(name).columns] == \
+                [(c.name, c.type) for c in table.columns], name
+    tags = {c.type for t in snap.tables() for c in snap.table(t).columns}
+    assert {"int", "float", "bool", "str", "bytes", "json", "date"} <= tags, tags
+
+
+def test_mlflow_snapshot_restores_into_sqlite(mlflow_snapshot, sql_db):
+    """The snapshot feeds dbmigrate.to_sql's own functions (source_rows, source_checksum,
+    verify_sql_target) as a non-SQL source; stock MLflow then shows the same as on the source."""
+    from dbmigrate.config import Config
+    from dbmigrate.mlflow_schema import schema_version
+    from dbmigrate.report import Report
+    from dbmigrate.to_sql import (INT64_MAX, IdMap, NegativeZeros, fk_order, source_checksum, source_rows,
+                                  verify_sql_target)
+    from dbmigrate.uri import parse_uri
+    from dbmigrate.writers.sql import SqlWriter
+    from tests.test_sql_targets import _api, _same_api
+    uri, d = mlflow_snapshot
+    snap = ParquetSnapshot(str(d), verify="files").open()
+    dst = parse_uri(sql_db("sqlite", "restore"), role="target")
+    writer = SqlWriter(dst)
+    writer.prepare(snap.revision)
+    ids = IdMap(snap.plan_experiment_ids(INT64_MAX))
+    tables = [t for t in fk_order(writer, schema_version(snap.revision).expected_tables, False)
+              if t in snap.tables()]
+    checks = {}
+    for t in tables:
+        wanted = [c for c, info in writer.table_columns(t).items() if not info["generated"]]
+        columns, batches = source_rows(snap, t, wanted, ids, 500, NegativeZeros())
+        for rows in batches:
+            writer.insert_rows(t, columns, rows, key_columns=snap.table(t).pk)
+        checks[t] = source_checksum(snap, t, wanted, ids, 500, NegativeZeros())
+    writer.close()
+    v = verify_sql_target(dst, checks, Config(verify="full"), Report("restore", str(d), dst.masked, "sql"),
+                          snap, ids)
+    assert v.passed and not v.failures and len(v.checksums) == len(tables) > 40
+    assert all(c["match"] and c["rows"] > 0 for c in v.checksums)
+    _same_api(_api(uri), _api(dst.raw))
