@@ -293,32 +293,35 @@ def test_mlflow_backup_has_the_databases_checksums(mlflow_snapshot):
     assert {"int", "float", "bool", "str", "bytes", "json", "date"} <= tags, tags
 
 
-def test_mlflow_snapshot_restores_into_sqlite(mlflow_snapshot, sql_db):
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_mlflow_snapshot_restores_into_sql(mlflow_snapshot, sql_db, engine):
     """The snapshot feeds dbmigrate.to_sql's own functions (source_rows, source_checksum,
     verify_sql_target) as a non-SQL source; stock MLflow then shows the same as on the source."""
     from dbmigrate.config import Config
     from dbmigrate.mlflow_schema import schema_version
     from dbmigrate.report import Report
-    from dbmigrate.to_sql import (INT64_MAX, IdMap, NegativeZeros, fk_order, source_checksum, source_rows,
-                                  verify_sql_target)
+    from dbmigrate.to_sql import (INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, fk_order,
+                                  source_checksum, source_rows, verify_sql_target)
     from dbmigrate.uri import parse_uri
     from dbmigrate.writers.sql import SqlWriter
     from tests.test_sql_targets import _api, _same_api
     uri, d = mlflow_snapshot
     snap = ParquetSnapshot(str(d), verify="files").open()
-    dst = parse_uri(sql_db("sqlite", "restore"), role="target")
+    dst = parse_uri(sql_db(engine, "dbm_restore"), role="target")
     writer = SqlWriter(dst)
     writer.prepare(snap.revision)
-    ids = IdMap(snap.plan_experiment_ids(INT64_MAX))
+    ids = IdMap(snap.plan_experiment_ids(INT64_MAX if engine == "sqlite" else INT32_MAX))
+    zeros = NegativeZeros if engine in ZERO_LOSSY else (lambda: None)
     tables = [t for t in fk_order(writer, schema_version(snap.revision).expected_tables, False)
               if t in snap.tables()]
     checks = {}
     for t in tables:
         wanted = [c for c, info in writer.table_columns(t).items() if not info["generated"]]
-        columns, batches = source_rows(snap, t, wanted, ids, 500, NegativeZeros())
+        columns, batches = source_rows(snap, t, wanted, ids, 500, zeros())
         for rows in batches:
             writer.insert_rows(t, columns, rows, key_columns=snap.table(t).pk)
-        checks[t] = source_checksum(snap, t, wanted, ids, 500, NegativeZeros())
+        checks[t] = source_checksum(snap, t, wanted, ids, 500, zeros())
+    writer.advance_sequences(tables)
     writer.close()
     v = verify_sql_target(dst, checks, Config(verify="full"), Report("restore", str(d), dst.masked, "sql"),
                           snap, ids)
