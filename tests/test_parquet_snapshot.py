@@ -244,18 +244,33 @@ def test_damage_is_named(snap, tmp_path, case):
         assert w in str(e.value), (w, str(e.value))
 
 
-def test_delete_part_rewrites_a_whole_table(tmp_path):
-    w = SnapshotWriter(str(tmp_path / "s"))
+def test_delete_part_removes_exactly_its_rows(tmp_path):
+    """A part rewritten after delete_part (key range or whole table) leaves the snapshot exactly as
+    if it had been written once: rows, files and the manifest's checksum."""
+    w = SnapshotWriter(str(tmp_path / "s"), row_group_rows=4, file_rows=8)
     w.prepare(SCHEMA, "dc11669786a5")
-    cols = SCHEMA["texts"].column_names
-    w.write("texts", cols, ROWS["texts"][:2])
+    cols, rows = SCHEMA["metrics"].column_names, ROWS["metrics"]
+    run1 = [r for r in rows if "run1" <= r[0] < "run2"]
+    assert w.delete_part("metrics", None) == 0  # nothing written yet
+    w.write("metrics", cols, rows[:20])
+    assert w.delete_part("metrics", ("run_uuid", "run1", "run2")) == sum(1 for r in rows[:20] if r in run1)
+    assert w.delete_part("metrics", ("run_uuid", "run1", "run2")) == 0
+    w.write("metrics", cols, rows[20:])  # rows still buffered are deleted too
+    assert w.delete_part("metrics", ("run_uuid", "run1", "run2")) == sum(1 for r in rows[20:] if r in run1)
+    w.write("metrics", cols, run1)
+    w.write("texts", cols_t := SCHEMA["texts"].column_names, ROWS["texts"][:2])
     assert w.delete_part("texts", None) == 2
-    with pytest.raises(MigrationError, match="whole tables only"):
-        w.delete_part("texts", ("id", 1, 3))
-    w.write("texts", cols, ROWS["texts"])
+    w.write("texts", cols_t, ROWS["texts"])
+    with pytest.raises(MigrationError, match="not among the columns"):
+        w.delete_part("texts", ("nope", 1, 2))
     w.finalize()
-    r = ParquetSnapshot(str(tmp_path / "s")).open()
-    assert rows_tokens(x for b in r.rows("texts", cols, 10) for x in b) == rows_tokens(ROWS["texts"])
+    r = ParquetSnapshot(str(tmp_path / "s")).open()  # files, sizes, hashes and checksums all agree
+    m = json.loads((tmp_path / "s" / MANIFEST).read_text())
+    for name in ("metrics", "texts"):
+        c = SCHEMA[name].column_names
+        assert rows_tokens(x for b in r.rows(name, c, 10) for x in b) == rows_tokens(ROWS[name])
+        assert m["tables"][name]["checksum"] == f"{checksum_of(ROWS[name], c).total:016x}"
+    assert len(m["tables"]["metrics"]["files"]) > 2 and not list((tmp_path / "s").rglob("*.tmp"))
 
 
 # ----------------------------------------------------------------------------- a real MLflow database

@@ -20,7 +20,6 @@ import os
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dbmigrate.checksum import Checksum
@@ -28,7 +27,7 @@ from dbmigrate.errors import DataError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.model import Column, Part, Table
 from dbmigrate.writers.parquet import (ARROW_TYPES, FORMAT, FORMAT_VERSION, MANIFEST, MARKER,
-                                       file_sha256)
+                                       file_sha256, in_range)
 
 
 class ParquetSnapshot:
@@ -180,7 +179,7 @@ class ParquetSnapshot:
             try:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=read):
                     if part:
-                        batch = batch.filter(_in_range(batch.column(part[0]), part[1], part[2]))
+                        batch = batch.filter(in_range(batch.column(part[0]), part[1], part[2]))
                     if batch.num_rows:
                         yield list(zip(*(batch.column(c).to_pylist() for c in columns)))
             except (pa.ArrowException, OSError) as exc:
@@ -211,12 +210,3 @@ class ParquetSnapshot:
             nxt += 1
         return self.remapped
 
-
-def _in_range(values: pa.Array, lo, hi) -> pa.Array:
-    """lo <= value < hi, either end open (None); NULL is in no range, as in SQL."""
-    mask = pc.is_valid(values)
-    if lo is not None:
-        mask = pc.and_(mask, pc.greater_equal(values, lo))
-    if hi is not None:
-        mask = pc.and_(mask, pc.less(values, hi))
-    return pc.fill_null(mask, False)

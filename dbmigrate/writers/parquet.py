@@ -25,10 +25,11 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import dbmigrate
-from dbmigrate.checksum import Checksum
+from dbmigrate.checksum import MASK, Checksum, row_hash
 from dbmigrate.errors import DataError, MigrationError, TargetNotEmpty
 from dbmigrate.model import CANONICAL_TYPES, Capabilities, Part, Table
 
@@ -54,6 +55,16 @@ def arrow_schema(table: Table, columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def in_range(values, lo, hi):
+    """Mask of lo <= value < hi, either end open (None); NULL is in no range, as in SQL."""
+    mask = pc.is_valid(values)
+    if lo is not None:
+        mask = pc.and_(mask, pc.greater_equal(values, lo))
+    if hi is not None:
+        mask = pc.and_(mask, pc.less(values, hi))
+    return pc.fill_null(mask, False)
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -75,7 +86,7 @@ class _TableFile:
         self.files: list[dict] = []       # closed part files: {path, rows, bytes, sha256}
         self.writer: pq.ParquetWriter | None = None
         self.path: str | None = None
-        self.file_rows = 0
+        self.file_rows = self.next_file = 0  # part file numbers only grow (a rewrite reuses none)
         self.buffer: list[pa.RecordBatch] = []
         self.buffer_rows = self.buffer_bytes = 0
 
@@ -127,19 +138,16 @@ class SnapshotWriter:
             path = os.path.join(d, name)
             if name in (MANIFEST, MARKER):
                 continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
     # ------------------------------------------------------------------ write
     def write(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         tf = self._table_file(table, list(columns))
         if not rows:
             return
+        if set(map(len, rows)) != {len(columns)}:
+            raise DataError(f"Rows of {sorted(set(map(len, rows)))} values for {len(columns)} columns", table=table)
         cols = list(zip(*rows))
-        if len(cols) != len(columns):
-            raise DataError(f"A row of {len(cols)} values for {len(columns)} columns", table=table)
         for i, values in enumerate(cols):
             if not set(map(type, values)) <= set(tf.allowed[i]):
                 self._refuse(tf, rows, i)
@@ -150,10 +158,8 @@ class SnapshotWriter:
         add, canonical = tf.checksum.add, tf.canonical
         for r in rows:
             add(canonical(r))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=tf.schema)
-        tf.buffer.append(batch)
-        tf.buffer_rows += batch.num_rows
-        tf.buffer_bytes += batch.nbytes
+        tf.buffer.append(batch := pa.RecordBatch.from_arrays(arrays, schema=tf.schema))
+        tf.buffer_rows, tf.buffer_bytes = tf.buffer_rows + batch.num_rows, tf.buffer_bytes + batch.nbytes
         if tf.buffer_rows >= self.row_group_rows or tf.buffer_bytes >= self.row_group_bytes:
             self._flush(tf)
 
@@ -192,7 +198,8 @@ class SnapshotWriter:
             self._close_file(tf)
 
     def _open_file(self, tf: _TableFile) -> None:
-        tf.path = os.path.join(self.directory, tf.table.name, f"part-{len(tf.files):05d}.parquet")
+        tf.path = os.path.join(self.directory, tf.table.name, f"part-{tf.next_file:05d}.parquet")
+        tf.next_file += 1
         tf.writer = pq.ParquetWriter(tf.path, tf.schema, compression=self.compression)
 
     def _close_file(self, tf: _TableFile) -> None:
@@ -206,18 +213,54 @@ class SnapshotWriter:
         tf.writer, tf.path, tf.file_rows = None, None, 0
 
     def delete_part(self, table: str, part: Part) -> int:
-        """The whole table only: its files and its checksum go, so it can be written again. A key
-        range cannot be cut out of written Parquet files; durable_writes=False means the
-        orchestrator never needs to (a rerun starts the snapshot again)."""
-        if part is not None:
-            raise MigrationError("A Parquet snapshot deletes whole tables only, not key ranges", table=table)
-        tf = self.open.pop(table, None)
+        """Remove exactly the rows of `part` written so far (all of them for None): the table's
+        open file is closed, each file holding rows of the range is rewritten without them (temp
+        file + rename) and their hashes leave the table's checksum. Returns the rows removed."""
+        tf = self.open.get(table)
         if tf is None:
             return 0
-        if tf.writer is not None:
-            tf.writer.close()
-        shutil.rmtree(os.path.join(self.directory, table), ignore_errors=True)
-        return tf.checksum.count
+        if part is None:
+            if tf.writer is not None:
+                tf.writer.close()
+            shutil.rmtree(os.path.join(self.directory, table), ignore_errors=True)
+            os.makedirs(os.path.join(self.directory, table))
+            self.open[table] = _TableFile(tf.table, tf.columns)
+            return tf.checksum.count
+        column, lo, hi = part
+        if column not in tf.columns:
+            raise MigrationError(f"Part column {column!r} is not among the columns written", table=table)
+        self._flush(tf)
+        self._close_file(tf)
+        removed = 0
+        for entry in tf.files:
+            path = os.path.join(self.directory, entry["path"])
+            n = self._rewrite_without(tf, path, column, lo, hi)
+            if n:
+                removed += n
+                entry.update(rows=entry["rows"] - n, bytes=os.path.getsize(path), sha256=file_sha256(path))
+        return removed
+
+    def _rewrite_without(self, tf: _TableFile, path: str, column: str, lo, hi) -> int:
+        """Rewrite one part file without the rows in the range, a row group at a time; 0: untouched."""
+        removed, order, tmp, out = 0, sorted(tf.columns), path + ".tmp", None
+        pf = pq.ParquetFile(path)
+        for g in range(pf.num_row_groups):
+            data = pf.read_row_group(g)
+            inside = in_range(data.column(column), lo, hi)
+            gone = data.filter(inside)
+            for r in zip(*(gone.column(c).to_pylist() for c in order)):
+                tf.checksum.total = (tf.checksum.total - row_hash(r)) & MASK
+            tf.checksum.count -= gone.num_rows
+            removed += gone.num_rows
+            out = out or pq.ParquetWriter(tmp, tf.schema, compression=self.compression)
+            out.write_table(data.filter(pc.invert(inside)))
+        if out is not None:
+            out.close()
+        if removed:
+            os.replace(tmp, path)
+        elif out is not None:
+            os.remove(tmp)
+        return removed
 
     # ------------------------------------------------------------------ finalize
     def finalize(self) -> dict:
