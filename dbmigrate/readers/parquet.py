@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dbmigrate.checksum import Checksum
+from dbmigrate.checksum_arrow import add_batch
 from dbmigrate.errors import DataError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.model import Column, Part, Table
@@ -142,11 +143,15 @@ class ParquetSnapshot:
 
     def _check_checksum(self, table: str) -> None:
         entry = self.manifest["tables"][table]
-        names = [c.name for c in self.schema[table].columns]
+        tags = {c.name: c.type for c in self.schema[table].columns}
         got = Checksum()
-        for batch in self.rows(table, sorted(names), 10_000):
-            for r in batch:
-                got.add(r)
+        for f in entry["files"]:
+            path = os.path.join(self.directory, f["path"])
+            try:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+                    add_batch(got, batch, tags)
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"{path} could not be read: {exc}", table=table) from None
         files = ", ".join(f["path"] for f in entry["files"])
         if got.count != entry["rows"] or f"{got.total:016x}" != entry["checksum"]:
             raise DataError(f"The rows of {files} ({got}) do not match the manifest's checksum "
