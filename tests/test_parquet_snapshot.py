@@ -313,7 +313,7 @@ def test_edge_rows_from_postgresql_back_bit_for_bit(pg_base, tmp_path):
     MLflow-made PostgreSQL database: every table read from the snapshot equals, value for value and
     bit for bit, what SqlSource reads from the database."""
     from dbmigrate.readers.sql import SqlSource
-    from dbmigrate.snapshot import backup
+    from dbmigrate.snapshot import SqlReader, backup, compare
     from dbmigrate.uri import parse_uri
     from tests.support import edge_cases, servers
     name = servers.create_pg_database(pg_base, "dbm_edge_pq")
@@ -335,6 +335,20 @@ def test_edge_rows_from_postgresql_back_bit_for_bit(pg_base, tmp_path):
         assert token(metrics["neg_zero"]) == token(-0.0) and token(metrics["denormal"]) == token(5e-324)
         tags = {r[0]: r[1] for b in snap.rows("tags", ["key", "value"], 100) for r in b}
         assert tags["null_tag"] is None and tags["empty_tag"] == ""
+        reader = SqlReader(SqlSource(parse_uri(uri, role="source"))).open()
+        assert isinstance(reader, Reader) and compare(reader, snap) == []
+        reader.close()
+        import sqlalchemy as sa  # the database moves on: one more tag, one tag '' -> NULL
+        eng = sa.create_engine(servers.mlflow_uri(uri))
+        with eng.begin() as conn:
+            conn.execute(sa.text("UPDATE tags SET value = NULL WHERE key = 'empty_tag'"))
+            conn.execute(sa.text("INSERT INTO experiment_tags (key, value, experiment_id) "
+                                 "SELECT 'late', '', MIN(experiment_id) FROM experiments"))
+        eng.dispose()
+        reader = SqlReader(SqlSource(parse_uri(uri, role="source"))).open()
+        diff = compare(reader, snap)
+        reader.close()
+        assert [d.split(":")[0] for d in diff] == ["experiment_tags", "tags"], diff
     finally:
         servers.drop_pg_database(pg_base, name)
 
