@@ -70,7 +70,7 @@ def run(mode: str, rows: int, batch_size: int, d: str) -> dict:
         w.finalize()
         spent += time.perf_counter() - t0
     elif mode == "pa-write":
-        from dbmigrate.writers.parquet import arrow_schema
+        from dbmigrate.arrow_rows import arrow_schema
         schema = arrow_schema(table(), COLUMNS)
         os.makedirs(d, exist_ok=True)
         out, buf, buffered = pq.ParquetWriter(os.path.join(d, "pa.parquet"), schema, compression="zstd"), [], 0

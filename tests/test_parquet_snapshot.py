@@ -224,6 +224,8 @@ def test_delete_part_removes_exactly_its_rows(tmp_path):
     with pytest.raises(MigrationError, match="not among the columns"):
         w.delete_part("texts", ("nope", 1, 2))
     w.finalize()
+    with pytest.raises(MigrationError, match="finalized"):
+        w.write("texts", cols_t, ROWS["texts"])
     r = ParquetSnapshot(str(tmp_path / "s")).open()  # files, sizes, hashes and checksums all agree
     m = json.loads((tmp_path / "s" / MANIFEST).read_text())
     for name in ("metrics", "texts"):
@@ -361,11 +363,11 @@ TAG_VALUES = {"int": st.integers(-(2**63), 2**63 - 1), "float": st.floats(allow_
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_arrow_checksum_equals_the_verifiers(data):
-    """dbmigrate.checksum_arrow (used by the writer and the reader) gives Checksum's numbers on
+    """dbmigrate.arrow_rows (used by the writer and the reader) gives Checksum's numbers on
     any rows: random columns of every type tag, NULLs anywhere, any text and bytes, any double."""
     import pyarrow as pa
-    from dbmigrate.checksum_arrow import add_batch
-    from dbmigrate.writers.parquet import arrow_schema
+    from dbmigrate.arrow_rows import add_batch
+    from dbmigrate.arrow_rows import arrow_schema
     tags = data.draw(st.lists(st.sampled_from(sorted(TAG_VALUES)), min_size=1, max_size=5))
     table = Table("t", [Column(f"c{i}_{tag}", tag, True) for i, tag in enumerate(tags)][::-1], [])
     cols = table.column_names

@@ -23,12 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dbmigrate.checksum import Checksum
-from dbmigrate.checksum_arrow import add_batch
+from dbmigrate.arrow_rows import ARROW_TYPES, add_batch, in_range
 from dbmigrate.errors import DataError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.model import Column, Part, Table
-from dbmigrate.writers.parquet import (ARROW_TYPES, FORMAT, FORMAT_VERSION, MANIFEST, MARKER,
-                                       file_sha256, in_range)
+from dbmigrate.writers.parquet import FORMAT, FORMAT_VERSION, MANIFEST, MARKER, file_sha256
 
 
 class ParquetSnapshot:

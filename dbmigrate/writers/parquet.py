@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 import dbmigrate
 from dbmigrate.checksum import MASK, Checksum
-from dbmigrate.checksum_arrow import add_batch
+from dbmigrate.arrow_rows import add_batch, arrow_schema, in_range
 from dbmigrate.errors import DataError, MigrationError, TargetNotEmpty
 from dbmigrate.model import CANONICAL_TYPES, Capabilities, Part, Table
 
@@ -38,33 +38,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MARKER = ".dbmigrate-snapshot"
 CHECKSUM_ALGORITHM = "dbmigrate.checksum: sum mod 2^64 of blake2b-64 of typed tokens, columns in name order"
-ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "decimal": pa.float64(), "bool": pa.bool_(),
-               "bytes": pa.large_binary(), "str": pa.large_string(), "json": pa.large_string(),
-               "date": pa.large_string(), "datetime": pa.large_string()}
-
-
-def arrow_schema(table: Table, columns: Sequence[str]) -> pa.Schema:
-    """The Arrow schema of `columns` of `table`; each field keeps its type tag in its metadata."""
-    fields = []
-    for name in columns:
-        col = table.column(name)
-        if col is None:
-            raise DataError(f"No column {name!r} in the schema given to prepare()", table=table.name, column=name)
-        fields.append(pa.field(name, ARROW_TYPES[col.type], nullable=True,
-                               metadata={"dbmigrate.type": col.type}))
-    return pa.schema(fields)
-
-
-def in_range(values, lo, hi):
-    """Mask of lo <= value < hi, either end open (None); NULL is in no range, as in SQL."""
-    mask = pc.is_valid(values)
-    if lo is not None:
-        mask = pc.and_(mask, pc.greater_equal(values, lo))
-    if hi is not None:
-        mask = pc.and_(mask, pc.less(values, hi))
-    return pc.fill_null(mask, False)
-
-
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -104,6 +77,7 @@ class SnapshotWriter:
         self.schema: dict[str, Table] = {}
         self.revision: str | None = None
         self.open: dict[str, _TableFile] = {}
+        self.finished = False
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, schema: Mapping[str, Table], revision: str) -> None:
@@ -171,6 +145,8 @@ class SnapshotWriter:
                         key=key[0] if key and len(key) == 1 else key)
 
     def _table_file(self, table: str, columns: list[str]) -> _TableFile:
+        if self.finished:
+            raise MigrationError("The snapshot was finalized: it takes no more rows", table=table)
         tf = self.open.get(table)
         if tf is None:
             if table not in self.schema:
@@ -292,6 +268,7 @@ class SnapshotWriter:
         os.remove(os.path.join(self.directory, MARKER))
         _fsync_dir(self.directory)
         self.open.clear()
+        self.finished = True
         return stats
 
     def close(self) -> None:

@@ -1,6 +1,8 @@
-"""dbmigrate.checksum's Checksum, computed column by column on Arrow data (the Parquet snapshot's
-rows): each column's typed, length-prefixed tokens are built by Arrow kernels, joined per row, and
-only the 64-bit blake2b per row runs in Python. Same canonical form, same numbers: a row's hash
+"""Canonical rows (dbmigrate.model) as Arrow data: the exact Arrow type of each type tag, key-range
+masks, and dbmigrate.checksum's Checksum computed column by column.
+
+The checksum: each column's typed, length-prefixed tokens are built by Arrow kernels, joined per
+row, and only the 64-bit blake2b per row runs in Python. Same canonical form, same numbers: a row's hash
 here equals `checksum.row_hash` of its Python values, columns in name order (tests prove it on the
 edge values and on random rows).
 """
@@ -9,12 +11,42 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dbmigrate.checksum import MASK, Checksum
+from dbmigrate.errors import DataError
+from dbmigrate.model import Table
+
+ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "decimal": pa.float64(), "bool": pa.bool_(),
+               "bytes": pa.large_binary(), "str": pa.large_string(), "json": pa.large_string(),
+               "date": pa.large_string(), "datetime": pa.large_string()}
+
+
+def arrow_schema(table: Table, columns: Sequence[str]) -> pa.Schema:
+    """The Arrow schema of `columns` of `table`; each field keeps its type tag in its metadata."""
+    fields = []
+    for name in columns:
+        col = table.column(name)
+        if col is None:
+            raise DataError(f"No column {name!r} in the schema given to prepare()", table=table.name, column=name)
+        fields.append(pa.field(name, ARROW_TYPES[col.type], nullable=True,
+                               metadata={"dbmigrate.type": col.type}))
+    return pa.schema(fields)
+
+
+def in_range(values, lo, hi):
+    """Mask of lo <= value < hi, either end open (None); NULL is in no range, as in SQL."""
+    mask = pc.is_valid(values)
+    if lo is not None:
+        mask = pc.and_(mask, pc.greater_equal(values, lo))
+    if hi is not None:
+        mask = pc.and_(mask, pc.less(values, hi))
+    return pc.fill_null(mask, False)
+
 
 _NULL = pa.scalar(b"\x00\x00\x00\x01N", pa.large_binary())
 _SEP = pa.scalar(b"", pa.large_binary())
