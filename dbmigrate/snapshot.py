@@ -2,7 +2,8 @@
 
 `copy_tables(reader, writer)` is the straight line a batch takes: reader.rows -> writer.write, table
 by table, parents first, then writer.finalize. `SqlReader` presents a SqlSource as a Reader;
-`backup(uri, directory)` writes a Parquet snapshot of a SQL database in one read snapshot.
+`backup(uri, directory)` writes a Parquet snapshot of a SQL database in one read snapshot;
+`compare(reader, snapshot)` checks a database against its snapshot by the verifier's checksums.
 """
 
 from __future__ import annotations

@@ -273,6 +273,25 @@ def test_mlflow_backup_has_the_databases_checksums(mlflow_snapshot):
     assert {"int", "float", "bool", "str", "bytes", "json", "date"} <= tags, tags
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "mysql"])
+def test_mlflow_backup_of_other_engines(mlflow_source, tmp_path, engine):
+    """The same through the SQLite and MariaDB readers' own normalisation (bools stored as
+    integers, REALs holding whole numbers, BLOBs): the snapshot equals the database by
+    snapshot.compare, i.e. the verifier's checksum of every table. (The session's MLflow sources
+    are shared with test_sql_targets, so in a full run they cost nothing more.)"""
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.snapshot import SqlReader, backup, compare
+    from dbmigrate.uri import parse_uri
+    uri, _ = mlflow_source(engine, 3)
+    backup(uri, str(tmp_path / "b"), batch_size=50)
+    snap = ParquetSnapshot(str(tmp_path / "b")).open()
+    reader = SqlReader(SqlSource(parse_uri(uri, role="source"))).open()
+    try:
+        assert len(snap.tables()) > 40 and compare(reader, snap) == []
+    finally:
+        reader.close()
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_mlflow_snapshot_restores_into_sql(mlflow_snapshot, sql_db, engine):
     """The snapshot feeds dbmigrate.to_sql's own functions (source_rows, source_checksum,
