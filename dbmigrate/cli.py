@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from dbmigrate import __version__
 from dbmigrate import config as config_mod
-from dbmigrate.errors import MigrationError
-from dbmigrate.uri import mask_text
+from dbmigrate.errors import Interrupted, MigrationError
+from dbmigrate.uri import SCHEME_NAMES, mask_text
 
 EPILOG = """\
 URIs: postgresql://user:pw@host:5432/db (plain postgresql:// picks the installed driver),
@@ -47,98 +49,130 @@ def setup_logging(level: str) -> None:
     logging.getLogger("dbmigrate").setLevel(level.upper())
 
 
-def add_common(p: argparse.ArgumentParser, *, legacy: bool = False) -> None:
-    conn = p.add_argument_group("connections")
-    if legacy:
-        conn.add_argument("--postgres-uri", "--source", dest="source", metavar="URI",
-                          help="source database URI (PostgreSQL, MySQL/MariaDB or SQLite); "
-                               "env DBMIGRATE_SOURCE_URI")
-        conn.add_argument("--mongodb-uri", "--target", dest="target", metavar="URI",
-                          help="target MongoDB URI naming the database; env DBMIGRATE_TARGET_URI")
-    else:
-        conn.add_argument("--source", metavar="URI",
-                          help="source database URI (PostgreSQL, MySQL/MariaDB or SQLite); "
-                               "env DBMIGRATE_SOURCE_URI")
-        conn.add_argument("--target", metavar="URI",
-                          help="target MongoDB URI naming the database; env DBMIGRATE_TARGET_URI")
-    conn.add_argument("--config", metavar="FILE", help="JSON config file (see migration_config.example.json)")
-    opt = p.add_argument_group("options")
-    opt.add_argument("--layout", choices=config_mod.LAYOUTS,
-                     help="MongoDB layout: mlflow-mongodb (default; what the mlflow-mongodb store "
-                          "reads) or tables (lossless: one collection per SQL table)")
-    opt.add_argument("--skip-unmapped", action="store_const", const=True,
-                     help="mlflow-mongodb layout: do not copy the tables it has no place for "
-                          "(default: copied in tables form as mlflow_sql.<table>); they are reported")
-    opt.add_argument("--batch-size", type=int, metavar="N",
-                     help="rows per read batch and documents per write batch (default 10000)")
-    opt.add_argument("--workers", type=int, metavar="N",
-                     help="worker processes copying key ranges of the big tables in parallel "
-                          "(default: one per CPU; PostgreSQL sources only, others use one)")
-    opt.add_argument("--verify", choices=config_mod.VERIFY_LEVELS,
-                     help="verification after the copy: none, counts (counts + references), "
-                          "sample (default: also the first --sample-size documents of each "
-                          "collection field by field) or full (every document)")
-    opt.add_argument("--sample-size", type=int, metavar="N", help="documents per collection for --verify sample (default 1000)")
-    opt.add_argument("--report-json", metavar="PATH", help="also write the report as JSON to PATH")
-    opt.add_argument("--orphans", choices=["copy", "skip"],
-                     help="rows whose parent row does not exist in the source (a metric of a missing "
-                          "run, ...): copy them as they are (default; MongoDB targets) or skip them "
-                          "(needed for SQL targets, whose foreign keys refuse them); reported either way")
-    opt.add_argument("--target-flavor", choices=["auto", "mongodb", "cosmos"],
-                     help="cosmos: Azure Cosmos DB for MongoDB (unique indexes before loading, smaller "
-                          "batches, throttling honoured); auto (default) detects it from the URI")
-    opt.add_argument("--no-progress", dest="progress", action="store_const", const=False,
-                     help="no progress bars (they are off anyway when stderr is not a terminal)")
-    opt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
-                     help="log detail on stderr (default INFO)")
+def _on_sigterm(signum, frame):
+    """SIGTERM stops the run like Ctrl-C does: workers stopped, report written, exit 143."""
+    raise Interrupted(signum)
 
 
-def add_resume(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("checkpoints")
-    x = g.add_mutually_exclusive_group()
-    x.add_argument("--resume", action="store_const", const=True,
-                   help="continue an interrupted migration into the same target: parts already "
-                        "copied are kept, the others are copied (refused if the setup differs)")
-    x.add_argument("--restart", action="store_const", const=True,
-                   help="start an interrupted migration over: what it wrote to the target is removed")
-    g.add_argument("--state-dir", metavar="DIR",
-                   help="where the checkpoint catalog is kept (default .dbmigrate-state; env "
-                        "DBMIGRATE_STATE_DIR)")
+URI_HELP = ("{role} database URI: " + ", ".join(SCHEME_NAMES) + "; env DBMIGRATE_{ROLE}_URI")
+
+# Every flag once: (names, argparse keywords, group, the commands that take it). `--help` of
+# each command lists exactly its own; the README's flag table says the same (a test checks).
+MIGRATE, ANALYZE, VERIFY = "migrate", "analyze", "verify"
+ALL = (MIGRATE, ANALYZE, VERIFY)
+FLAGS = [
+    (("--source",), dict(metavar="URI", help=URI_HELP.format(role="source", ROLE="SOURCE")),
+     "connections", ALL),
+    (("--target",), dict(metavar="URI", help=URI_HELP.format(role="target", ROLE="TARGET")),
+     "connections", ALL),
+    (("--config",), dict(metavar="FILE", help="JSON config file (see migration_config.example.json)"),
+     "connections", ALL),
+    (("--layout",), dict(choices=config_mod.LAYOUTS, help="MongoDB target layout: mlflow-mongodb (default; "
+                         "what the mlflow-mongodb store reads) or tables (lossless: one collection per SQL table)"),
+     "target", ALL),
+    (("--skip-unmapped",), dict(action="store_const", const=True, help="mlflow-mongodb layout: do not copy "
+                                "the tables it has no place for (default: copied in tables form as "
+                                "mlflow_sql.<table>); they are reported"), "target", ALL),
+    (("--target-flavor",), dict(choices=["auto", "mongodb", "cosmos"], help="cosmos: Azure Cosmos DB for "
+                                "MongoDB (unique indexes before loading, smaller batches, throttling honoured); "
+                                "auto (default) detects it from the URI"), "target", ALL),
+    (("--orphans",), dict(choices=["copy", "skip"], help="rows whose parent row does not exist in the "
+                          "source (a metric of a missing run, ...): copy them as they are (default; MongoDB "
+                          "targets) or skip them (needed for SQL targets, whose foreign keys refuse them); "
+                          "reported either way"), "target", ALL),
+    (("--batch-size",), dict(type=int, metavar="N", help="rows per read batch and documents per write "
+                             "batch (default 10000)"), "copy", ALL),
+    (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
+                          "tables in parallel (default: one per CPU; PostgreSQL sources only, others use "
+                          "one)"), "copy", (MIGRATE, ANALYZE)),
+    (("--dry-run",), dict(action="store_const", const=True, help="analyse and run the plan without "
+                          "writing anything to the target (the same as `dbmigrate analyze`)"),
+     "copy", (MIGRATE,)),
+    (("--verify",), dict(choices=config_mod.VERIFY_LEVELS, help="depth of verification: none, counts "
+                         "(counts + references), sample (default: also the first --sample-size documents of "
+                         "each collection field by field) or full (every document); verify: none = counts"),
+     "verification", (MIGRATE, VERIFY)),
+    (("--sample-size",), dict(type=int, metavar="N", help="documents per collection for --verify sample "
+                              "(default 1000)"), "verification", (MIGRATE, VERIFY)),
+    (("--report-json",), dict(metavar="PATH", help="also write the report as JSON to PATH"), "output", ALL),
+    (("--no-progress",), dict(dest="progress", action="store_const", const=False, help="no progress bars "
+                              "(they are off anyway when stderr is not a terminal)"), "output", ALL),
+    (("--log-level",), dict(choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                            help="log detail on stderr (default INFO)"), "output", ALL),
+]
+RESUME_FLAGS = [
+    (("--resume",), dict(action="store_const", const=True, help="continue an interrupted migration "
+                         "into the same target: parts already copied are kept, the others are copied "
+                         "(refused if the setup differs)")),
+    (("--restart",), dict(action="store_const", const=True, help="start an interrupted migration over: "
+                          "what it wrote to the target is removed")),
+]
+STATE_DIR_FLAG = (("--state-dir",), dict(metavar="DIR", help="where the checkpoint catalog is kept "
+                                         "(default .dbmigrate-state; env DBMIGRATE_STATE_DIR)"))
+GROUP_TITLES = {"connections": "connections", "target": "target layout and data",
+                "copy": "copying", "verification": "verification", "output": "output",
+                "checkpoints": "checkpoints"}
+# run_migration.py's other names for --source / --target
+LEGACY_NAMES = {"--source": "--postgres-uri", "--target": "--mongodb-uri"}
+
+
+def add_flags(p: argparse.ArgumentParser, command: str, *, legacy: bool = False) -> None:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+
+    def group(name):
+        if name not in groups:
+            groups[name] = p.add_argument_group(GROUP_TITLES[name])
+        return groups[name]
+    for names, kw, gname, commands in FLAGS:
+        if command not in commands:
+            continue
+        if legacy and names[0] in LEGACY_NAMES:
+            names = (LEGACY_NAMES[names[0]], *names)
+            kw = {**kw, "dest": names[1].lstrip("-")}
+        group(gname).add_argument(*names, **kw)
+    if command in (MIGRATE, ANALYZE):
+        g = group("checkpoints")
+        x = g.add_mutually_exclusive_group()
+        for names, kw in RESUME_FLAGS:
+            x.add_argument(*names, **kw)
+        g.add_argument(*STATE_DIR_FLAG[0], **STATE_DIR_FLAG[1])
+
+
+def command_flags(command: str) -> set[str]:
+    """The flags `command` takes (for the README check)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_flags(p, command)
+    return {o for a in p._actions for o in a.option_strings}
+
+
+DESCRIPTION = ("Copy an MLflow tracking + model-registry database between PostgreSQL, MySQL/MariaDB, "
+               "SQLite and MongoDB (layouts mlflow-mongodb and tables), keeping every id, timestamp and "
+               "value, and verify the copy.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dbmigrate", description="Copy an MLflow tracking + registry database to MongoDB "
-        "(layouts mlflow-mongodb and tables), keeping every id, timestamp and value, and verify it.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="dbmigrate", description=textwrap.fill(DESCRIPTION, 79), epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    m = sub.add_parser("migrate", help="copy source to target, build indexes, verify",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(m)
-    add_resume(m)
-    m.add_argument("--dry-run", action="store_const", const=True,
-                   help="analyse and run the plan without writing anything to the target")
-    v = sub.add_parser("verify", help="compare a target with its source (counts, references, values)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(v)
-    a = sub.add_parser("analyze", help="the dry run: what would go where, problems, estimated time",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(a)
+    for command, text in ((MIGRATE, "copy source to target, build indexes, verify"),
+                          (VERIFY, "compare a target with its source (counts, references, values); writes nothing"),
+                          (ANALYZE, "the dry run: what would go where, problems, estimated time; writes nothing")):
+        p = sub.add_parser(command, help=text, description=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_flags(p, command)
     return parser
 
 
 def build_legacy_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="run_migration.py", description="Migrate an MLflow database (PostgreSQL, MySQL/MariaDB, "
-        "SQLite) into MongoDB. Same as `dbmigrate migrate`.", epilog=EPILOG,
+        prog="run_migration.py", description=textwrap.fill(
+            DESCRIPTION + " The same as `dbmigrate migrate`; --postgres-uri and --mongodb-uri are other "
+            "names for --source and --target.", 79), epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
-    add_common(p, legacy=True)
-    add_resume(p)
-    p.add_argument("--dry-run", action="store_const", const=True,
-                   help="analyse and run the plan without writing anything to the target")
+    add_flags(p, MIGRATE, legacy=True)
     return p
 
 
@@ -149,6 +183,7 @@ CLI_FIELDS = ("source", "target", "layout", "batch_size", "workers", "verify", "
 
 def run(args: argparse.Namespace, command: str) -> int:
     cli = {f: getattr(args, f, None) for f in CLI_FIELDS}
+
     if command == "analyze":
         cli["dry_run"] = True
     try:
@@ -158,6 +193,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         print(f"error: {exc.describe()}", file=sys.stderr)
         return exc.exit_code
     setup_logging(cfg.log_level)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if command == "verify":
             from dbmigrate.verify import verify
@@ -168,9 +204,10 @@ def run(args: argparse.Namespace, command: str) -> int:
     except MigrationError as exc:
         print(f"error: {exc.describe()}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        print(f"interrupted ({signal.Signals(code - 128).name})", file=sys.stderr)
+        return code
     except Exception as exc:  # noqa: BLE001 - last resort: masked, one line, non-zero
         logging.getLogger("dbmigrate").debug("unexpected error", exc_info=True)
         print(f"error: unexpected {type(exc).__name__}: {mask_text(str(exc))}", file=sys.stderr)

@@ -42,6 +42,8 @@ class Config:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size}")
         if self.batch_size > 1_000_000:
             raise ConfigError(f"batch_size {self.batch_size} is too large (at most 1,000,000)")
+        if self.sample_size < 1:
+            raise ConfigError(f"sample_size must be a positive integer, got {self.sample_size}")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 (one per CPU) or more, got {self.workers}")
         if self.verify not in VERIFY_LEVELS:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 
 class MigrationError(Exception):
-    """A terminal error: retrying the same operation gives the same result."""
+    """A terminal error: retrying the same operation gives the same result. Exit code 1 ("any
+    other error") unless a subclass says what kind of error it is."""
 
     transient = False
-    exit_code = 2
+    exit_code = 1
 
     def __init__(self, message: str, *, table: str | None = None, key=None,
                  column: str | None = None, batch: int | None = None, hint: str | None = None):
@@ -81,3 +82,14 @@ class TransientError(MigrationError):
 
     transient = True
     exit_code = 8
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal: SIGINT (Ctrl-C, exit 130) or SIGTERM (exit 143)."""
+
+    def __init__(self, signum: int = 2):
+        import signal
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)

@@ -11,9 +11,9 @@ import logging
 import time
 
 from dbmigrate.config import Config
-from dbmigrate.errors import ConfigError, MigrationError
+from dbmigrate.errors import ConfigError, Interrupted, MigrationError
 from dbmigrate.report import Report
-from dbmigrate.uri import DatabaseURI, parse_uri
+from dbmigrate.uri import DatabaseURI, mask_uri, parse_uri, same_database
 
 log = logging.getLogger("dbmigrate")
 
@@ -58,22 +58,30 @@ def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
     if src.kind == "mongodb" and dst.kind == "mongodb":
         raise ConfigError("MongoDB to MongoDB is not supported: one side must be a SQL database",
                           hint="to change layouts, go through a SQL database")
+    if same_database(src, dst):
+        raise ConfigError(f"The source and the target are the same database ({src.masked} and {dst.masked})",
+                          hint="point --target at another database; dbmigrate never writes to its source")
     if cfg.layout and dst.kind != "mongodb" and src.kind != "mongodb":
         raise ConfigError(f"--layout applies to MongoDB targets; the target {dst.masked} is {dst.kind}")
     return src, dst
+
+
+def layout_name(cfg: Config, dst: DatabaseURI) -> str:
+    return (cfg.layout or "mlflow-mongodb") if dst.kind == "mongodb" else f"SQL ({dst.kind})"
 
 
 def migrate(cfg: Config) -> Report:
     """Copy the source into the target, build indexes, verify. Never raises for data problems:
     the report carries the error and a non-zero exit code."""
     t_start = time.perf_counter()
-    src_uri, dst_uri = open_endpoints(cfg)
-    layout = (cfg.layout or "mlflow-mongodb") if dst_uri.kind == "mongodb" else f"SQL ({dst_uri.kind})"
     report = Report(command="migrate" if not cfg.dry_run else "migrate --dry-run",
-                    source=src_uri.masked, target=dst_uri.masked, layout=layout, dry_run=cfg.dry_run,
+                    source=mask_uri(cfg.source), target=mask_uri(cfg.target), layout="", dry_run=cfg.dry_run,
                     settings=settings_of(cfg))
     steps = Steps(6)
+    dst_uri = None
     try:
+        src_uri, dst_uri = open_endpoints(cfg)
+        layout = report.layout = layout_name(cfg, dst_uri)
         if dst_uri.kind == "mongodb":
             from dbmigrate.to_mongo import migrate_to_mongo
             migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, steps)
@@ -84,9 +92,33 @@ def migrate(cfg: Config) -> Report:
         report.error = exc.describe()
         report.exit_code = exc.exit_code
         log.error("%s", report.error)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI turns it into Interrupted)
+        sig = exc if isinstance(exc, Interrupted) else Interrupted(2)
+        report.error = f"interrupted by {sig.name}" + ("" if cfg.dry_run or dst_uri is None
+                                                        else interrupted_progress(cfg, dst_uri))
+        report.exit_code = sig.exit_code
+        finish(report, t_start)
+        report.status, report.exit_code = "INTERRUPTED", sig.exit_code
+        return report
     finally:
-        report.phases = steps.phases()
+        report.phases = steps.phases()  # the interrupted report's too (set before it is printed)
     return finish(report, t_start)
+
+
+def interrupted_progress(cfg: Config, dst_uri: DatabaseURI) -> str:
+    """What an interrupted run had durably copied, from its checkpoint catalog."""
+    from dbmigrate.state import State, state_path
+    path = state_path(cfg.state_dir, dst_uri.masked)
+    if not path.exists():
+        return ": nothing was copied yet"
+    state = State.read_only(path)
+    try:
+        done, total = state.progress()
+        rows = sum(state.part_rows().values())
+    finally:
+        state.close()
+    return (f": {done} of {total} parts ({rows:,} rows) were copied and checkpointed; "
+            "rerun with --resume to continue, or --restart to start over")
 
 
 def finish(report: Report, t_start: float) -> Report:

@@ -357,7 +357,8 @@ def _describe(revision: str | None) -> str:
                 f"or a fork)")
 
 
-def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = True) -> TargetState:
+def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = True,
+                   create: bool = True) -> TargetState:
     """Make sure the target can take the source's data at alembic `revision` (the source's).
 
     * no tables: the schema is created at `revision` (create_schema);
@@ -367,10 +368,13 @@ def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = Tru
       ``allow_existing_schema=False`` refuses any existing schema (TargetNotEmpty);
     * tables but no alembic_version: SchemaError, not an MLflow schema.
 
-    Returns the target's state after preparation."""
+    Returns the target's state after preparation. ``create=False`` (a dry run) makes the same
+    checks and refusals but creates nothing."""
     sv = schema_version(revision)  # unknown revision -> SchemaError before touching the target
     state = inspect_target(url)
     if not state.tables:
+        if not create:
+            return state
         create_schema_isolated(url, revision)
         return inspect_target(url)
 

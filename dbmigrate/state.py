@@ -57,6 +57,14 @@ class State:
         """)
 
     @classmethod
+    def read_only(cls, path: Path) -> "State":
+        """An existing catalog opened for reading only (a dry run looks, never writes)."""
+        self = cls.__new__(cls)
+        self.path = path
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return self
+
+    @classmethod
     def existing(cls, state_dir, target_masked) -> "State | None":
         path = state_path(state_dir, target_masked)
         return cls(path) if path.exists() else None
@@ -140,39 +148,85 @@ def _now() -> str:
 
 
 def open_checkpoint(cfg, target_masked: str, setup: dict, *, check_resumable, clear_target,
-                    require_empty) -> "State":
-    """The checkpoint catalog of a migration into one target, for either kind of target:
-    resumed (same setup; `check_resumable()` adds the target kind's own checks), restarted
-    (`clear_target()` removes what the earlier run wrote) or new (`require_empty()` refuses a
-    target that holds data). An unfinished earlier run is never overwritten silently."""
+                    require_empty, prepare=None) -> "State | None":
+    """The checkpoint catalog of a migration into one target, for either kind of target.
+
+    * new: `require_empty()` refuses a target that holds data (it only reads); then the catalog
+      is written, and only then `prepare()` changes the target (a SQL schema is created), marked
+      by the step "prepared". A run killed at any moment thus leaves a catalog saying how far it
+      got, or nothing at all on the target.
+    * resumed (`--resume`, same setup): a run killed before "prepared" has its half-made target
+      cleared (`clear_target()`) and prepared again; otherwise `check_resumable()` adds the
+      target kind's own checks. `--resume` with no catalog starts a new run when the target is
+      empty (so `migrate || migrate --resume` converges whenever the kill fell).
+    * restarted (`--restart`): `clear_target()` removes what the earlier run wrote.
+    An unfinished earlier run is never overwritten silently.
+
+    A dry run (`cfg.dry_run`) makes exactly the same checks, so it refuses with the same error
+    and exit code as the real run would, but writes nothing (the catalog is only read) and
+    returns None."""
+    dry = cfg.dry_run
     path = state_path(cfg.state_dir, target_masked)
-    existing = State(path) if path.exists() else None
-    if cfg.resume:
-        if existing is None:
-            raise ConfigError(f"--resume: no interrupted migration into {target_masked} (no state file {path})",
-                              hint="run without --resume to start one")
-        if existing.complete:
-            raise ConfigError(f"--resume: the migration into {target_masked} already completed", hint=str(path))
-        existing.check_setup(setup)
-        check_resumable()
-        done, total = existing.progress()
-        log.info("resuming: %d of %d parts already copied (state %s)", done, total, path)
-        return existing
-    if cfg.restart:
-        if existing is None:
-            raise ConfigError(f"--restart: no earlier migration into {target_masked} to start over "
-                              f"(no state file {path})", hint="run without --restart")
-        clear_target()
-        existing.remove()
-        existing = None
-    elif existing is not None and not existing.complete:
-        done, total = existing.progress()
-        existing.close()
-        raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
-                             f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
-    require_empty()
-    if existing is not None:
-        existing.remove()
-    state = State(path)
-    state.write_setup(setup)
-    return state
+    existing = (State.read_only(path) if dry else State(path)) if path.exists() else None
+    try:
+        if cfg.resume and existing is not None:
+            if existing.complete:
+                raise ConfigError(f"--resume: the migration into {target_masked} already completed", hint=str(path))
+            existing.check_setup(setup)
+            done, total = existing.progress()
+            prepared = existing.step_done("prepared") or done > 0  # catalogs before this step: prepared
+            if prepared:
+                check_resumable()
+            log.info("%s: %d of %d parts already copied (state %s)%s", "would resume" if dry else "resuming",
+                     done, total, path, "" if prepared else "; the target was being prepared: made again")
+            if dry:
+                return None
+            if not prepared:
+                clear_target()
+                if prepare:
+                    prepare()
+                existing.mark_step("prepared")
+            return existing
+        if cfg.resume:
+            try:
+                require_empty()
+            except TargetNotEmpty as exc:
+                raise TargetNotEmpty(f"--resume: no interrupted migration into {target_masked} is recorded "
+                                     f"(no state file {path}), and the target is not empty: {exc.message}",
+                                     hint="if the interrupted run kept its catalog elsewhere, pass that "
+                                          "--state-dir; otherwise point --target at an empty database") from None
+            log.info("--resume: no interrupted migration into %s is recorded (no state file %s) and the "
+                     "target is empty: %s", target_masked, path, "would start" if dry else "starting")
+        elif cfg.restart:
+            if existing is None:
+                raise ConfigError(f"--restart: no earlier migration into {target_masked} to start over "
+                                  f"(no state file {path})", hint="run without --restart")
+            if dry:
+                return None  # the real run removes what the earlier one wrote: nothing to check
+            clear_target()
+            existing.remove()
+            existing = None
+        elif existing is not None and not existing.complete:
+            done, total = existing.progress()
+            raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
+                                 f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
+        if not cfg.resume:
+            require_empty()
+        if dry:
+            return None
+        if existing is not None:
+            existing.remove()
+            existing = None
+        state = State(path)
+        state.write_setup(setup)
+        if prepare:
+            prepare()
+        state.mark_step("prepared")
+        return state
+    except BaseException:
+        if existing is not None:
+            existing.close()
+        raise
+    finally:
+        if dry and existing is not None:
+            existing.close()

@@ -126,7 +126,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
                                 "under concurrent writes (WiredTiger write conflicts it does not retry)")
         setup = {"source": src_uri.masked, "target": dst_uri.masked, "layout": layout,
                  "skip_unmapped": cfg.skip_unmapped, "revision": schema.revision, "orphans": cfg.orphans}
-        state = None if cfg.dry_run else open_state(cfg, dst_uri, setup, writer, plan, report)
+        state = open_state(cfg, dst_uri, setup, writer, plan, report)  # a dry run: the same checks, no writes
 
         parts = []
         for cp in plan.collections:
@@ -213,6 +213,8 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
         steps("done")
     finally:
         progress.close()
+        if report.copy_rows is None:  # interrupted or stopped: the rows of the parts it finished
+            report.copy_rows = progress.this_run
         if state is not None:
             state.close()
         if source is not None:

@@ -201,13 +201,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         setup = {"source": src_uri.masked, "target": dst_uri.masked, "layout": "sql", "revision": revision}
 
         steps("prepare the target schema at %s", version.describe())
-        if cfg.dry_run:
-            from dbmigrate.sql_schema import inspect_target
-            tstate = inspect_target(writer.url)
-            if tstate.revision not in (None, revision) or (tstate.has_data and not tstate.default_experiment_only):
-                report.problems.append(f"BLOCKING: the target is not empty or not at revision {revision}")
-        else:
-            state = open_sql_state(cfg, dst_uri, setup, writer, revision)
+        state = open_sql_state(cfg, dst_uri, setup, writer, revision)  # a dry run: the same checks, no writes
 
         max_id = INT64_MAX if dst_uri.kind == "sqlite" else INT32_MAX
         mapping = sql_experiment_map(source, max_id) if is_sql else source.plan_experiment_ids(max_id)
@@ -328,6 +322,8 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         steps("done")
     finally:
         progress.close()
+        if report.copy_rows is None:  # interrupted or stopped: the rows of the parts it finished
+            report.copy_rows = progress.this_run
         if state is not None:
             state.close()
         if source is not None:
@@ -445,7 +441,9 @@ def open_sql_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, revis
             raise ConfigError("--resume: the target's schema is not the one the interrupted run made")
 
     return open_checkpoint(cfg, dst_uri.masked, setup, check_resumable=check_resumable,
-                           clear_target=writer.drop_mlflow_tables, require_empty=lambda: writer.prepare(revision))
+                           clear_target=writer.drop_mlflow_tables,
+                           require_empty=lambda: writer.prepare(revision, dry_run=True),
+                           prepare=lambda: writer.prepare(revision))
 
 
 # Metric value columns: a -0.0 there becomes 0.0 on SQLite and MySQL/MariaDB, which store no
@@ -505,6 +503,8 @@ def source_rows(source, table: str, wanted: list[str] | None, ids: IdMap, batch_
         batches = source.stream(table, columns, batch_size, part=part)
     else:
         produced, batches = source.produce(table, batch_size)
+        if not produced:  # an empty collection names no fields: the table's rows have the target's columns
+            return list(wanted or []), iter(())
         columns = [c for c in produced if wanted is None or c in wanted]
         if columns != produced:
             idx = [produced.index(c) for c in columns]
@@ -534,7 +534,9 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
     progress.start_step(f"verify ({cfg.verify})", len(set(checks) | set(server or {})), "tables")
     t0 = time.perf_counter()
     v = Verification(level=cfg.verify)
-    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout).open()
+    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout)
+    target.role = "target"
+    target.open()
     try:
         tschema = target.inspect()
         checks = dict(checks)
@@ -651,7 +653,9 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
             report.snapshot = source.snapshot_id or ""
         else:
             revision = source.revision
-        target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout).open()
+        target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout)
+        target.role = "target"
+        target.open()
         tschema = target.inspect()
         if revision is None:
             revision = tschema.revision

@@ -14,12 +14,20 @@ from dbmigrate.errors import ConfigError
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
 
-# user:password@ in any scheme://... string
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+# scheme://<rest>: the rest runs to whitespace, a quote or bracket, or the next scheme://. Its
+# userinfo is everything up to the LAST "@" in it, so an unencoded "@", ":" or "/" in a password
+# is masked too (a malformed URI must not decide how much of its password is printed).
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>(?:(?![A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'<>])*)")
+# Characters that must be percent-encoded in a URI's user name or password.
+RESERVED_IN_USERINFO = "@/?#[]"
 # password=... / pwd=... in query strings or key-value DSNs
 _PW_PARAM = re.compile(r"(?i)\b(password|pwd|passwd|secret|token)=([^&\s;]+)")
 
 SQL_KINDS = ("postgresql", "mysql", "sqlite")
+# What --help and the README name as the accepted sources and targets.
+SCHEME_NAMES = ("postgresql://user:pw@host:5432/db", "mysql:// or mariadb://user:pw@host:3306/db",
+                "sqlite:////abs/path.db", "mongodb:// or mongodb+srv://user:pw@host:27017/db (MongoDB, "
+                "Azure Cosmos DB or another MongoDB-wire server; the database must be named)")
 
 
 def register_secret(secret: str | None) -> None:
@@ -40,7 +48,7 @@ def mask_text(text: str) -> str:
     """Replace every password-like part of `text` with ***."""
     if not text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    text = _URI.sub(_mask_match, str(text))
     text = _PW_PARAM.sub(lambda m: f"{m[1]}=***", text)
     with _SECRETS_LOCK:
         secrets = sorted(_SECRETS, key=len, reverse=True)
@@ -48,6 +56,30 @@ def mask_text(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def _mask_match(m: re.Match) -> str:
+    rest = m["rest"]
+    at = rest.rfind("@")
+    if at < 0:
+        return m[0]
+    userinfo, host = rest[:at], rest[at + 1:]
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return m[0]
+    return f"{m['scheme']}{user}:***@{host}"
+
+
+def _userinfo_problem(uri: str) -> str | None:
+    """Why the user name or password of `uri` cannot be read unambiguously, or None."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    userinfo = rest[:at]
+    if any(c in userinfo for c in RESERVED_IN_USERINFO) or re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+        return "its user name or password holds characters that must be percent-encoded"
+    return None
 
 
 @dataclass(frozen=True)
@@ -114,23 +146,109 @@ def parse_uri(uri: str | None, *, role: str) -> DatabaseURI:
         raise ConfigError(
             f"Unsupported {role} URI scheme {scheme or '(none)'!r} in {mask_uri(uri)}",
             hint="use postgresql://, mysql:// (or mariadb://), sqlite:///path or mongodb://")
+    rest = uri.split("://", 1)[1]
+    if "@" in rest and kind != "sqlite":  # remember the password however malformed the URI, before any error names it
+        secret = rest[:rest.rfind("@")].partition(":")[2]
+        register_secret(secret)
+        register_secret(unquote(secret))
+    problem = None if kind == "sqlite" else _userinfo_problem(uri)
+    if problem:
+        raise ConfigError(
+            f"Malformed {role} URI {mask_uri(uri)}: {problem}",
+            hint="Write @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25 (for example "
+                 "python3 -c 'import urllib.parse,getpass; print(urllib.parse.quote(getpass.getpass(), safe=\"\"))')")
     try:
         parts = urlsplit(uri)
         if parts.password:
             register_secret(unquote(parts.password))
             register_secret(parts.password)
-    except ValueError as exc:
-        raise ConfigError(f"Malformed {role} URI {mask_uri(uri)}: {exc}") from None
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"Malformed {role} URI {mask_uri(uri)}: the host's port is not a number "
+                          "between 0 and 65535",
+                          hint="Write it as scheme://user:password@host:port/database; "
+                               "percent-encode reserved characters in the password") from None
     for m in _PW_PARAM.finditer(uri):
         register_secret(unquote(m[2]))
     parsed = DatabaseURI(raw=uri, kind=kind)
     if kind == "mongodb" and not parsed.database:
         raise ConfigError(f"The {role} MongoDB URI {parsed.masked} names no database",
                           hint="add it to the path, e.g. mongodb://host:27017/mlflow")
+    if kind == "mongodb":
+        _check_mongo_database_name(parsed.database, role, parsed.masked)
     if kind in ("postgresql", "mysql") and not parsed.database:
         raise ConfigError(f"The {role} URI {parsed.masked} names no database",
                           hint="add it to the path, e.g. postgresql://host/mlflow")
     return parsed
+
+
+# Characters MongoDB forbids in a database name (on any platform), and its length limit in bytes.
+MONGO_FORBIDDEN = '/\\. "$*<>:|?\0'
+MONGO_MAX_NAME_BYTES = 63
+
+
+def _check_mongo_database_name(name: str, role: str, masked: str) -> None:
+    bad = next((c for c in name if c in MONGO_FORBIDDEN), None)
+    if bad is not None:
+        shown = {" ": "a space", "\0": "a NUL byte"}.get(bad, repr(bad))
+        raise ConfigError(f"The {role} MongoDB URI {masked} names database {name!r}, which MongoDB cannot "
+                          f"hold: it contains {shown}",
+                          hint="MongoDB database names cannot contain / \\ . space \" $ * < > : | ? "
+                               "(pymongo would silently cut the name at the first '.')")
+    if len(name.encode("utf-8")) > MONGO_MAX_NAME_BYTES:
+        raise ConfigError(f"The {role} MongoDB database name {name!r} is {len(name.encode('utf-8'))} bytes "
+                          f"long; MongoDB allows at most {MONGO_MAX_NAME_BYTES}")
+
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mongodb": 27017}
+
+
+def _endpoints(uri: DatabaseURI) -> set[tuple[str, int]]:
+    """(address, port) pairs a URI's host list can reach; loopback and this machine's own names
+    all count as one address, "local", as does an empty host (a local socket)."""
+    import socket
+    rest = uri.raw.split("://", 1)[1]
+    hostlist = rest.split("/", 1)[0].split("?", 1)[0]
+    hostlist = hostlist[hostlist.rfind("@") + 1:]
+    local_names = {"localhost", "", socket.gethostname().lower()}
+    out = set()
+    for item in hostlist.split(","):
+        if item.startswith("["):
+            host, _, port = item[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = item.partition(":")
+        host = unquote(host).lower()
+        port_n = int(port) if port.isdigit() else DEFAULT_PORTS.get(uri.kind, 0)
+        addrs = {host}
+        if host not in local_names:
+            try:
+                addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+            except OSError:
+                pass
+        for a in addrs:
+            local = a in local_names or a.startswith("127.") or a == "::1"
+            out.add(("local" if local else a, port_n))
+    return out
+
+
+def same_database(a: DatabaseURI, b: DatabaseURI) -> bool:
+    """Whether two URIs name the same database on the same server, however spelled
+    (localhost / 127.0.0.1, default ports, a relative / absolute / symlinked SQLite path)."""
+    import os
+    if a.kind != b.kind:
+        return False
+    if a.kind == "sqlite":
+        pa, pb = a.sqlite_path, b.sqlite_path
+        if ":memory:" in (pa, pb):
+            return False
+        if os.path.exists(pa) and os.path.exists(pb):
+            return os.path.samefile(pa, pb)
+        return os.path.realpath(pa) == os.path.realpath(pb)
+    da, db = a.database or "", b.database or ""
+    if (da.lower() != db.lower()) if a.kind == "mysql" else (da != db):
+        return False
+    return bool(_endpoints(a) & _endpoints(b))
 
 
 def _pick_pg_driver() -> str:

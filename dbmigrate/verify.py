@@ -7,10 +7,11 @@ import time
 
 from dbmigrate.config import Config
 from dbmigrate.errors import MigrationError
-from dbmigrate.pipeline import Steps, finish, open_endpoints
+from dbmigrate.pipeline import Steps, finish, layout_name, open_endpoints
 from dbmigrate.plan import make_plan
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report
+from dbmigrate.uri import mask_uri
 from dbmigrate.validate import verify_mongo
 
 log = logging.getLogger("dbmigrate")
@@ -18,9 +19,13 @@ log = logging.getLogger("dbmigrate")
 
 def verify(cfg: Config) -> Report:
     t0 = time.perf_counter()
-    src_uri, dst_uri = open_endpoints(cfg)
-    layout = (cfg.layout or "mlflow-mongodb") if dst_uri.kind == "mongodb" else f"SQL ({dst_uri.kind})"
-    report = Report(command="verify", source=src_uri.masked, target=dst_uri.masked, layout=layout)
+    report = Report(command="verify", source=mask_uri(cfg.source), target=mask_uri(cfg.target), layout="")
+    try:
+        src_uri, dst_uri = open_endpoints(cfg)
+    except MigrationError as exc:
+        report.error, report.exit_code = exc.describe(), exc.exit_code
+        return finish(report, t0)
+    layout = report.layout = layout_name(cfg, dst_uri)
     if cfg.verify == "none":
         from dataclasses import replace
         cfg = replace(cfg, verify="counts")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -50,21 +51,58 @@ def _kill_tree(proc):
     proc.wait()
 
 
-def _kill_and_resume(source, target, state_dir, delay, extra=()):
+def _catalog(state_dir, target):
+    """(parts done, steps done) of the run's checkpoint catalog, or None before it exists."""
+    import sqlite3
+    from dbmigrate.state import State, state_path
+    from dbmigrate.uri import parse_uri
+    path = state_path(str(state_dir), parse_uri(target, role="target").masked)
+    if not path.exists():
+        return None
+    try:
+        st = State.read_only(path)
+    except sqlite3.Error:
+        return None
+    try:
+        steps = {r[0] for r in st.db.execute("SELECT name FROM steps WHERE status = 'done'")}
+        return st.progress()[0], steps
+    except sqlite3.Error:  # being created this instant
+        return None
+    finally:
+        st.close()
+
+
+def _kill_and_resume(source, target, state_dir, delay, extra=(), after_first_part=False):
+    """Start a migration, kill its process tree (-9) `delay` s after it started (or, with
+    `after_first_part`, `delay` s after its catalog recorded the first part as copied), then run
+    the same command with --resume, which must converge whenever the kill fell. Returns (the
+    first run had finished by itself, the resumed run)."""
     args = ["migrate", "--source", source, "--target", target, "--no-progress", "--verify", "none", *extra]
     proc = _start(args, state_dir)
+    if after_first_part:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            cat = _catalog(state_dir, target)
+            if cat and cat[0] >= 1:
+                break
+            time.sleep(0.05)
     time.sleep(delay)
     finished = proc.poll() is not None
     _kill_tree(proc)
     env = {"DBMIGRATE_STATE_DIR": str(state_dir)}
     res = run_cli(*args, "--resume", env=env)
     out = res.stdout + res.stderr
-    if "no interrupted migration" in out:  # killed before anything was written
-        res = run_cli(*args, env=env)
-    elif "already completed" in out:  # the run had finished (a fast machine) before the kill
+    if "already completed" in out:  # the run had finished (a fast machine) before the kill
         assert res.returncode == 2
         res = subprocess.CompletedProcess(res.args, 0, res.stdout, res.stderr)
     return finished, res
+
+
+def _resumed_parts(res) -> int:
+    """How many parts the resumed run found already copied ("resuming: K of N parts ...")."""
+    m = re.search(r"resuming: (\d+) of (\d+) parts already copied", res.stdout + res.stderr)
+    assert m, (res.stdout + res.stderr)[-3000:]
+    return int(m.group(1))
 
 
 def _trials(n_ci):
@@ -76,10 +114,12 @@ def test_kill_and_resume_into_mongodb(bulk_source, mongo_db, tmp_path, layout):
     rng = random.Random(KILL_SEED + sum(map(ord, layout)))
     for trial in range(_trials(1)):  # one per layout in CI (SecantusDB is slow); more with -m slow
         target = mongo_db()
-        delay = rng.uniform(1.5, 9.0)
+        delay = rng.uniform(0.0, 1.5)  # after the first part is checkpointed: a resume must happen
         finished, res = _kill_and_resume(bulk_source, target, tmp_path / f"s{trial}", delay,
-                                         ("--layout", layout))
+                                         ("--layout", layout), after_first_part=True)
+        assert not finished, "the run ended before the kill: no resume was tried"
         assert res.returncode == 0, f"trial {trial} (kill after {delay:.1f} s): {res.stdout[-3000:]}"
+        assert _resumed_parts(res) >= 1  # the resumed run kept what the killed one had copied
         ver = run_cli("verify", "--source", bulk_source, "--target", target, "--layout", layout,
                       "--verify", "full")
         assert ver.returncode == 0, f"trial {trial} (kill after {delay:.1f} s): {ver.stdout[-3000:]}"
@@ -92,9 +132,12 @@ def test_kill_and_resume_into_postgresql(bulk_source, sql_db, tmp_path):
     rng = random.Random(KILL_SEED)
     for trial in range(_trials(2)):
         target = sql_db("postgresql")
-        delay = rng.uniform(4.0, 7.0)  # after the ~4 s of schema creation: while rows are copied
-        finished, res = _kill_and_resume(bulk_source, target, tmp_path / f"s{trial}", delay, ("--workers", "2"))
+        delay = rng.uniform(0.0, 0.3)  # after the first part is checkpointed, while rows are copied
+        finished, res = _kill_and_resume(bulk_source, target, tmp_path / f"s{trial}", delay, ("--workers", "2"),
+                                         after_first_part=True)
+        assert not finished, "the run ended before the kill: no resume was tried"
         assert res.returncode == 0, f"trial {trial} (kill after {delay:.1f} s): {res.stdout[-3000:]}"
+        assert _resumed_parts(res) >= 1
         ver = run_cli("verify", "--source", bulk_source, "--target", target, "--verify", "full")
         assert ver.returncode == 0, f"trial {trial}: {ver.stdout[-3000:]}"
         # metrics and params were loaded bare and their keys/indexes/foreign keys rebuilt (by the
@@ -108,6 +151,45 @@ def test_kill_and_resume_into_postgresql(bulk_source, sql_db, tmp_path):
         finally:
             state.close()
         assert _pg_schema(target) == _mlflow_made_schema(pg_base_of(target))
+
+
+def test_kill_during_schema_creation_then_resume(pg_source, sql_db, tmp_path):
+    """Killed while MLflow's migrations build the target schema on MariaDB (whose DDL is not
+    transactional, so half the tables stay behind): the catalog, written before the schema,
+    says the target was being prepared; --resume clears the half-made schema, makes it again
+    and copies everything."""
+    target = sql_db("mysql")
+    state = tmp_path / "s"
+    args = ["migrate", "--source", pg_source[0], "--target", target, "--no-progress", "--verify", "none"]
+    proc = _start(args, state)
+    for line in proc.stdout:  # stop it while the schema is being made
+        if "Creating the MLflow schema" in line:
+            break
+    deadline = time.monotonic() + 60
+    while _mysql_tables(target) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill_tree(proc)
+    cat = _catalog(state, target)
+    assert cat is not None and "prepared" not in cat[1] and cat[0] == 0, cat
+    half = _mysql_tables(target)
+    assert 5 <= half < 60, half  # a half-made schema is left behind
+    res = run_cli(*args, "--resume", env={"DBMIGRATE_STATE_DIR": str(state)})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "the target was being prepared: made again" in res.stderr
+    ver = run_cli("verify", "--source", pg_source[0], "--target", target, "--verify", "full")
+    assert ver.returncode == 0, ver.stdout[-3000:]
+
+
+def _mysql_tables(uri) -> int:
+    import pymysql
+    db = uri.rsplit("/", 1)[1]
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s", (db,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def pg_base_of(uri):

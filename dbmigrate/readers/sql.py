@@ -264,7 +264,7 @@ class SqlSource:
             cur.execute(sql, tuple(params)) if params else cur.execute(sql)
             return cur.fetchall()
         except Exception as exc:  # noqa: BLE001
-            err = _read_error(exc, sql, table)
+            err = _read_error(exc, sql, table, getattr(self, "role", "source"))
             if table and isinstance(err, DataError) and self.dialect == "sqlite":
                 err = self._locate_bad_text(table, ()) or err
             raise err from None
@@ -391,7 +391,7 @@ class SqlSource:
         except MigrationError:
             raise
         except Exception as exc:  # noqa: BLE001
-            err = _read_error(exc, sql, table)
+            err = _read_error(exc, sql, table, getattr(self, "role", "source"))
             if isinstance(err, DataError) and self.dialect == "sqlite":
                 err = self._locate_bad_text(table, columns) or err
             raise err from None
@@ -521,15 +521,15 @@ def _first_line(exc: Exception) -> str:
     return mask_text(text[0] if text else type(exc).__name__)
 
 
-def _read_error(exc: Exception, sql: str, table: str | None = None) -> MigrationError:
+def _read_error(exc: Exception, sql: str, table: str | None = None, role: str = "source") -> MigrationError:
     message = _first_line(exc)
     lowered = message.lower()
     if any(s in lowered for s in ("could not receive", "server closed", "connection", "lost", "gone away")):
         from dbmigrate.errors import TransientError
-        return TransientError(f"Source connection failed while reading: {message}", table=table)
+        return TransientError(f"{role.capitalize()} connection failed while reading: {message}", table=table)
     if "utf-8" in lowered or "decode" in lowered:
-        return DataError(f"Source holds text that is not valid UTF-8: {message}", table=table)
-    return MigrationError(f"Source read failed: {message}", table=table)
+        return DataError(f"{role.capitalize()} holds text that is not valid UTF-8: {message}", table=table)
+    return MigrationError(f"{role.capitalize()} read failed: {message}", table=table)
 
 
 def is_nan(value) -> bool:

@@ -100,13 +100,14 @@ class SqlWriter:
         self.engine.dispose()
 
     # ------------------------------------------------------------------ schema
-    def prepare(self, revision: str):
+    def prepare(self, revision: str, *, dry_run: bool = False):
         """Make (or check) the MLflow schema at `revision`. A target that MLflow initialised and
         nobody used holds only MLflow's seed rows (experiment 0 'Default', workspace 'default'):
-        they are removed, so the target ends up with exactly the source's rows."""
+        they are removed, so the target ends up with exactly the source's rows. A dry run makes
+        the same checks and changes nothing."""
         from dbmigrate.sql_schema import clear_seed_rows, prepare_target
-        state = prepare_target(self.url, revision)
-        if state.default_experiment_only:
+        state = prepare_target(self.url, revision, create=not dry_run)
+        if state.default_experiment_only and not dry_run:
             state = clear_seed_rows(self.url)
         return state
 
