@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
 from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_SINCE, SchemaVersion,
                                      schema_version)
+from dbmigrate.netbounds import STOPPED, bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,8 @@ class SqlSource:
         self.dialect = uri.kind
         connect_args: dict = {}
         if self.dialect == "postgresql":
-            connect_args["connect_timeout"] = connect_timeout
             connect_args["options"] = "-c default_transaction_read_only=on"
         elif self.dialect == "mysql":
-            connect_args["connect_timeout"] = connect_timeout
             connect_args["charset"] = "utf8mb4"
         url = uri.sqlalchemy_url()
         if self.dialect == "sqlite":
@@ -106,7 +105,8 @@ class SqlSource:
                 raise ConnectionFailed(f"SQLite database file not found: {path}")
             url = f"sqlite:///file:{path}?mode=ro&uri=true"
         try:
-            self.engine = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+            self.engine = bounded_engine(url, connect_timeout, connect_args=connect_args,
+                                         poolclass=sa.pool.NullPool)
         except Exception as exc:  # noqa: BLE001 - driver import errors etc.
             raise ConnectionFailed(f"Cannot use source {uri.masked}: {mask_text(str(exc))}") from None
         self._conn = None
@@ -524,6 +524,9 @@ def _first_line(exc: Exception) -> str:
 def _read_error(exc: Exception, sql: str, table: str | None = None) -> MigrationError:
     message = _first_line(exc)
     lowered = message.lower()
+    if STOPPED in lowered:  # dbmigrate.netbounds: a silent peer, not a passing fault
+        return ConnectionFailed(f"The source server stopped answering while reading: {message}",
+                                table=table)
     if any(s in lowered for s in ("could not receive", "server closed", "connection", "lost", "gone away")):
         from dbmigrate.errors import TransientError
         return TransientError(f"Source connection failed while reading: {message}", table=table)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, TransientError
+from dbmigrate.netbounds import bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,12 @@ class SqlWriter:
     def __post_init__(self):
         self.dialect = self.uri.kind
         args: dict = {}
-        if self.dialect == "postgresql":
-            args["connect_timeout"] = self.connect_timeout
-        elif self.dialect == "mysql":
-            args.update(connect_timeout=self.connect_timeout, charset="utf8mb4")
+        if self.dialect == "mysql":
+            args.update(charset="utf8mb4")
         self.url = self.uri.sqlalchemy_url()
         try:
-            self.engine = sa.create_engine(self.url, connect_args=args, poolclass=sa.pool.NullPool)
+            self.engine = bounded_engine(self.url, self.connect_timeout, connect_args=args,
+                                         poolclass=sa.pool.NullPool)
         except Exception as exc:  # noqa: BLE001
             raise ConnectionFailed(f"Cannot use target {self.uri.masked}: {mask_text(str(exc))}") from None
         self._raw = None

@@ -1,0 +1,185 @@
+"""Connections that never answer, SQL targets dbmigrate must check before writing, and SQLite paths
+(issue 10, items 1, 7, 9a, 9b, 9f).
+
+The silent peer is a real socket: a listener thread on 127.0.0.1 that accepts every connection and
+never sends a byte. A server that stops answering in the middle of a query is a real MariaDB
+server (a private `mariadbd`, started here) frozen with SIGSTOP: the kernel still accepts and
+acknowledges, the server process answers nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.support import servers
+
+
+# ----------------------------------------------------------------------------- silent peers
+@pytest.fixture
+def silent_port():
+    """A port on 127.0.0.1 where a listener accepts every connection and never answers."""
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    lsock.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                continue
+            held.append(conn)  # kept open, never read from, never written to
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield lsock.getsockname()[1]
+    stop.set()
+    t.join(timeout=2)
+    for c in held:
+        c.close()
+    lsock.close()
+
+
+SILENT = {"mysql": "mysql://root:s3cretpw@127.0.0.1:{port}/mlflow",
+          "postgresql": "postgresql://postgres:s3cretpw@127.0.0.1:{port}/mlflow",
+          "mongodb": "mongodb://root:s3cretpw@127.0.0.1:{port}/mlflow"}
+BOUND = 30  # seconds: the connect timeout (10 s) and start-up, with room for a loaded machine
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+@pytest.mark.parametrize("scheme", ["mysql", "postgresql", "mongodb"])
+def test_a_server_that_accepts_and_never_answers_stops_with_exit_3(mlflow_source, silent_port, tmp_path,
+                                                                   scheme, side):
+    silent = SILENT[scheme].format(port=silent_port)
+    if side == "source":
+        args = ["--source", silent, "--target", f"sqlite:///{tmp_path / 'out.db'}"]
+    else:
+        src, _ = mlflow_source("sqlite", 3)
+        args = ["--source", src, "--target", silent]
+    t0 = time.monotonic()
+    res = run_cli("migrate", *args, "--no-progress", timeout=120)
+    took = time.monotonic() - t0
+    out = res.stdout + res.stderr
+    assert res.returncode == 3, out[-3000:]
+    assert took < BOUND, f"took {took:.1f} s"
+    error = next(ln for ln in res.stdout.splitlines() if ln.startswith("ERROR"))
+    assert side in error.lower() and f"127.0.0.1:{silent_port}" in error, error
+    assert "s3cretpw" not in out
+    assert not (tmp_path / "out.db").exists()
+
+
+# ----------------------------------------------------------------------------- a frozen MariaDB
+def _mysql_ok(port: int) -> bool:
+    import pymysql
+    try:
+        pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=2).close()
+        return True
+    except pymysql.err.OperationalError:
+        return False
+
+
+@pytest.fixture
+def private_mariadb():
+    """A MariaDB server of this test's own (it is frozen and killed): (port, process)."""
+    mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    if not Path(mariadbd).exists():
+        pytest.fail("mariadbd is needed to freeze a real server mid-query")
+    data = tempfile.mkdtemp(prefix="dbm-frozen-")
+    user = ["--user=mysql"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(data, "mysql", "mysql")
+    subprocess.run([shutil.which("mariadb-install-db") or "mariadb-install-db", f"--datadir={data}",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"] + user,
+                   check=True, capture_output=True)
+    port = servers.free_port()
+    proc = subprocess.Popen([mariadbd, f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
+                             f"--socket={data}/mysqld.sock", "--skip-log-bin"] + user,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _mysql_ok(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "private mariadbd did not start"
+            time.sleep(0.3)
+        yield port, proc
+    finally:
+        try:
+            proc.send_signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        proc.kill()
+        proc.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _run_bounded(fn, limit: float):
+    """fn() in a thread; (result or exception, seconds). Fails (instead of hanging) past `limit`."""
+    box = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["value"] = exc
+        box["seconds"] = time.monotonic() - t0
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"still waiting after {limit} s: the read has no bound"
+    return box["value"], box["seconds"]
+
+
+def test_a_mysql_server_that_freezes_mid_query_is_cut_off(private_mariadb, monkeypatch):
+    """The server is frozen (SIGSTOP) while it runs a query for the source: the read waits
+    STALL_PROBE_SECONDS, a new connection gets no greeting within connect_timeout, and the read
+    fails with exit code 3 and a message naming the source and the silence."""
+    from dbmigrate import netbounds
+    from dbmigrate.errors import ConnectionFailed
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.uri import parse_uri
+    port, proc = private_mariadb
+    monkeypatch.setattr(netbounds, "STALL_PROBE_SECONDS", 2)
+    src = SqlSource(parse_uri(f"mysql://root@127.0.0.1:{port}/mysql", role="source"), connect_timeout=3).open()
+    try:
+        threading.Timer(1.0, proc.send_signal, (signal.SIGSTOP,)).start()
+        err, seconds = _run_bounded(lambda: src.query("SELECT SLEEP(20)"), limit=40)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        src.close()
+    assert isinstance(err, ConnectionFailed), err
+    assert err.exit_code == 3
+    assert "source server stopped answering" in str(err) and "no greeting within 3 s" in str(err), str(err)
+    assert seconds < 15, seconds
+
+
+def test_a_long_mysql_query_on_a_live_server_is_not_cut(mysql_base, monkeypatch):
+    """A statement that sends nothing for several probe intervals goes on while the server
+    greets new connections: only a silent server is cut off, never a slow query."""
+    from dbmigrate import netbounds
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.uri import parse_uri
+    monkeypatch.setattr(netbounds, "STALL_PROBE_SECONDS", 1)
+    probes = []
+    real = netbounds.server_greets
+    monkeypatch.setattr(netbounds, "server_greets", lambda *a: probes.append(a) or real(*a))
+    src = SqlSource(parse_uri(servers.mysql_database(mysql_base, "mysql"), role="source"),
+                    connect_timeout=3).open()
+    try:
+        rows, seconds = _run_bounded(lambda: src.query("SELECT SLEEP(5), 42"), limit=60)
+    finally:
+        src.close()
+    assert rows == ((0, 42),) or list(rows) == [(0, 42)], rows
+    assert seconds >= 5 and len(probes) >= 3, (seconds, probes)
