@@ -179,6 +179,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         source = open_source(cfg, src_uri)
         writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout)
         writer.ping()
+        writer.check_charset()  # MySQL/MariaDB: utf8mb4 and a binary collation, before any write
         is_sql = isinstance(source, SqlSource)
         if is_sql:
             schema = source.inspect()

@@ -183,3 +183,95 @@ def test_a_long_mysql_query_on_a_live_server_is_not_cut(mysql_base, monkeypatch)
         src.close()
     assert rows == ((0, 42),) or list(rows) == [(0, 42)], rows
     assert seconds >= 5 and len(probes) >= 3, (seconds, probes)
+
+
+# ----------------------------------------------------------------------------- MySQL character sets
+@pytest.fixture
+def mysql_db_with(mysql_base):
+    """make(spec) -> URI of a new empty MariaDB database created with `spec` (its character set
+    and collation); dropped afterwards."""
+    import uuid
+    made = []
+
+    def make(spec: str) -> str:
+        name = f"dbm_cs_{uuid.uuid4().hex[:10]}"
+        servers.mysql_admin_exec(mysql_base, f"CREATE DATABASE `{name}` {spec}")
+        made.append(name)
+        return servers.mysql_database(mysql_base, name)
+    yield make
+    for name in made:
+        servers.drop_mysql_database(mysql_base, name)
+
+
+def _mysql_tables(uri: str) -> list[str]:
+    import pymysql
+    from urllib.parse import urlsplit
+    p = urlsplit(uri)
+    conn = pymysql.connect(host=p.hostname, port=p.port or 3306, user=p.username or "root",
+                           password=p.password or "", database=p.path.lstrip("/"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES")
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("spec, found", [
+    ("CHARACTER SET latin1", "character set latin1 and collation latin1_swedish_ci"),
+    ("CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci", "collation utf8mb4_general_ci"),
+    ("CHARACTER SET utf8mb3 COLLATE utf8mb3_bin", "character set utf8mb3"),
+])
+def test_mysql_target_charset_and_collation_are_checked_before_writing(mlflow_source, mysql_db_with,
+                                                                       spec, found):
+    src, _ = mlflow_source("sqlite", 3)
+    target = mysql_db_with(spec)
+    db = target.rsplit("/", 1)[1]
+    for command in (["analyze"], ["migrate", "--dry-run"], ["migrate"]):
+        res = run_cli(*command, "--source", src, "--target", target, "--no-progress")
+        out = res.stdout + res.stderr
+        assert res.returncode == 4, (command, out[-3000:])
+        error = next(ln for ln in res.stdout.splitlines() if ln.startswith("ERROR"))
+        assert f"target database `{db}`" in error and found in error, error
+        assert f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" in error, error
+        assert _mysql_tables(target) == [], command  # nothing was written
+
+
+def test_mysql_target_columns_of_an_existing_schema_are_checked(mlflow_source, mysql_db_with, mysql_base):
+    """A database whose default is right but whose tables were made under another default:
+    the columns count, and are named."""
+    src, _ = mlflow_source("sqlite", 3)
+    target = mysql_db_with("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    db = target.rsplit("/", 1)[1]
+    servers.mysql_admin_exec(mysql_base, f"CREATE TABLE `{db}`.experiments (name VARCHAR(256) "
+                                         "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci)")
+    res = run_cli("migrate", "--source", src, "--target", target, "--no-progress")
+    assert res.returncode == 4, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "experiments.name (utf8mb4, utf8mb4_unicode_ci)" in res.stdout
+    assert _mysql_tables(target) == ["experiments"]
+
+
+def _mlflow_log(uri: str, code: str) -> None:
+    """Run MLflow's own client against `uri` (a subprocess: a clean MLflow state)."""
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    res = subprocess.run([sys.executable, "-c", "import mlflow, sys\nmlflow.set_tracking_uri(sys.argv[1])\n" + code,
+                          servers.mlflow_uri(uri)], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.parametrize("spec, values", [
+    # a latin1 source holds what latin1 can: it must arrive as the same characters, not mojibake
+    ("CHARACTER SET latin1", {"name": "café crème", "note": "Ærøskøbing ½ ±"}),
+    ("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", {"name": "実験 🧪", "note": "ß ẞ Ω 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "lr": "x", "LR": "y"}),
+])
+def test_mysql_source_text_arrives_unchanged(mysql_db_with, tmp_path, spec, values):
+    source = mysql_db_with(spec)
+    _mlflow_log(source, "with mlflow.start_run(run_name=%r):\n    mlflow.log_params(%r)" % (values["name"], values))
+    target = tmp_path / "copy.db"
+    res = run_cli("migrate", "--source", source, "--target", f"sqlite:///{target}", "--no-progress")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with sqlite3.connect(target) as db:
+        params = dict(db.execute("SELECT key, value FROM params").fetchall())
+        names = [r[0] for r in db.execute("SELECT name FROM runs").fetchall()]
+    assert params == values and names == [values["name"]]

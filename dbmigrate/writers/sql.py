@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, TransientError
+from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError, TransientError
 from dbmigrate.netbounds import bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
@@ -86,6 +86,49 @@ class SqlWriter:
     def ping(self) -> dict:
         self.connect()
         return {"version": self.engine.dialect.name, "database": self.uri.database}
+
+    def check_charset(self) -> None:
+        """MySQL/MariaDB: refuse (SchemaError, before anything is written) a target whose text
+        cannot hold MLflow's data as the source has it. MLflow's migrations set no character set or
+        collation of their own: every column takes the database's default. So the database's
+        default (or, when the MLflow tables exist, their columns) must be utf8mb4, the only MySQL
+        character set holding all of Unicode (latin1 cannot store CJK names, utf8mb3 no emoji),
+        with a binary collation: under a case- or accent-insensitive one, keys MLflow keeps apart
+        (params `lr` and `LR`, experiments `Test` and `test`) collide in primary and unique keys,
+        and MLflow's name lookups stop matching exactly."""
+        if self.dialect != "mysql":
+            return
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT schema_name, default_character_set_name, default_collation_name "
+                        "FROM information_schema.schemata WHERE schema_name = DATABASE()")
+            db, charset, collation = cur.fetchone()
+            cur.execute("SELECT table_name, column_name, character_set_name, collation_name "
+                        "FROM information_schema.columns WHERE table_schema = DATABASE() "
+                        "AND collation_name IS NOT NULL ORDER BY table_name, ordinal_position")
+            columns = cur.fetchall()
+            conn.commit()
+        finally:
+            cur.close()
+        fix_db = f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        if columns:
+            bad = [f"{t}.{c} ({cs}, {co})" for t, c, cs, co in columns if not _mlflow_ready(cs, co)]
+            if bad:
+                raise SchemaError(
+                    f"The target database `{db}` has text columns that cannot hold MLflow's data as "
+                    f"is: {', '.join(bad[:8])}{', ...' if len(bad) > 8 else ''}; MLflow needs "
+                    f"character set utf8mb4 with a binary collation ({_WHY_BIN})",
+                    hint=f"Drop the database and create it again with `CREATE DATABASE `{db}` "
+                         f"CHARACTER SET utf8mb4 COLLATE utf8mb4_bin` (or empty it and run `{fix_db}`)")
+            return
+        if not _mlflow_ready(charset, collation):
+            raise SchemaError(
+                f"The target database `{db}` has character set {charset} and collation {collation}; "
+                f"MLflow's tables take the database's default, and need character set utf8mb4 (all "
+                f"of Unicode) with a binary collation ({_WHY_BIN})",
+                hint=f"Run `{fix_db}` (or create the database with `CREATE DATABASE `{db}` "
+                     f"CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`), then run dbmigrate again")
 
     def close(self) -> None:
         if getattr(self, "_lock_fd", None) is not None:
@@ -474,6 +517,14 @@ class SqlWriter:
 
 
 RETRIES = 6
+
+_WHY_BIN = ("a case- or accent-insensitive collation makes keys that MLflow keeps apart, such as "
+            "params `lr` and `LR`, collide")
+
+
+def _mlflow_ready(charset: str | None, collation: str | None) -> bool:
+    """utf8mb4 with a binary collation (utf8mb4_bin, utf8mb4_nopad_bin, utf8mb4_0900_bin)."""
+    return (charset or "").lower() == "utf8mb4" and (collation or "").lower().endswith("_bin")
 
 
 def _rollback(conn) -> None:
