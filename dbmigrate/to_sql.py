@@ -105,7 +105,8 @@ class SqlRunner:
         source.open(snapshot_id=snapshot)
         source.schema = schema
         source.orphans = cfg.orphans
-        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout,
+                           read_only=cfg.dry_run)
         return cls(cfg, source, writer, IdMap(mapping), zero_lossy)
 
     def run(self, part, progress):
@@ -177,7 +178,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = open_source(cfg, src_uri)
-        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout, read_only=cfg.dry_run)
         writer.ping()
         writer.check_charset()  # MySQL/MariaDB: utf8mb4 and a binary collation, before any write
         is_sql = isinstance(source, SqlSource)

@@ -275,3 +275,46 @@ def test_mysql_source_text_arrives_unchanged(mysql_db_with, tmp_path, spec, valu
         params = dict(db.execute("SELECT key, value FROM params").fetchall())
         names = [r[0] for r in db.execute("SELECT name FROM runs").fetchall()]
     assert params == values and names == [values["name"]]
+
+
+# ----------------------------------------------------------------------------- SQLite paths
+@pytest.mark.parametrize("kind, code, says", [
+    ("text", 4, "is not an SQLite database (it does not start with SQLite's header; its first bytes are "
+                "b'name,value\\nlr,0.'), so not an MLflow database"),
+    ("empty", 4, "is empty (0 bytes): not an MLflow database"),
+    ("directory", 2, "is a directory, not a database file"),
+    ("missing", 2, "does not exist"),
+])
+def test_a_sqlite_source_that_is_not_a_database_is_named(tmp_path, kind, code, says):
+    path = tmp_path / "source.db"
+    if kind == "text":
+        path.write_text("name,value\nlr,0.1\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    for command in (["analyze"], ["migrate"]):
+        res = run_cli(*command, "--source", f"sqlite:///{path}", "--target", f"sqlite:///{tmp_path / 'out.db'}",
+                      "--no-progress")
+        out = res.stdout + res.stderr
+        assert res.returncode == code, out[-3000:]
+        assert f"{path} {says}" in out, out[-3000:]
+        assert "unexpected" not in out
+        assert not (tmp_path / "out.db").exists()
+
+
+def test_a_dry_run_into_sqlite_creates_nothing(mlflow_source, tmp_path):
+    src, _ = mlflow_source("sqlite", 3)
+    missing = tmp_path / "new" / "dir" / "mlflow.db"
+    for command in (["analyze"], ["migrate", "--dry-run"]):
+        res = run_cli(*command, "--source", src, "--target", f"sqlite:///{missing}", "--no-progress")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "Status: DRY RUN" in res.stdout
+        assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+    # an existing target is only read: same bytes, no journal files beside it
+    existing = tmp_path / "existing.db"
+    sqlite3.connect(existing).close()
+    before = existing.read_bytes()
+    res = run_cli("analyze", "--source", src, "--target", f"sqlite:///{existing}", "--no-progress")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert existing.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["existing.db"]

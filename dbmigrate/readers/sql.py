@@ -100,9 +100,8 @@ class SqlSource:
         url = uri.sqlalchemy_url()
         if self.dialect == "sqlite":
             path = uri.sqlite_path
-            import os
-            if path != ":memory:" and not os.path.exists(path):
-                raise ConnectionFailed(f"SQLite database file not found: {path}")
+            if path != ":memory:":
+                check_sqlite_file(path)
             url = f"sqlite:///file:{path}?mode=ro&uri=true"
         try:
             self.engine = bounded_engine(url, connect_timeout, connect_args=connect_args,
@@ -151,11 +150,14 @@ class SqlSource:
                 cur.execute("SELECT count(*) FROM sqlite_master")  # takes the read snapshot now
                 self.snapshot_id = "sqlite read transaction"
         except Exception as exc:  # noqa: BLE001
+            try:
+                cur.close()  # before the connection: SQLite refuses to close a cursor after it
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
             raw.close()
             raise ConnectionFailed(
                 f"Cannot start a read snapshot on {self.uri.masked}: {_first_line(exc)}") from None
-        finally:
-            cur.close()
+        cur.close()
         self._raw = raw
         self._conn = dbapi
         return self
@@ -493,6 +495,33 @@ class SqlSource:
             sql = f"{base} WHERE {self.q(key_column)} IN ({marks}){extra}"
             out.extend(self.query(sql, tuple(chunk) + tuple(extra_params), table=table))
         return normalize(out) if normalize else out
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: str) -> None:
+    """Say what a SQLite path is when it is not a database: missing or a directory (ConfigError,
+    exit 2: the URI names no database file), empty or not in SQLite's format (SchemaError, exit 4:
+    not an MLflow database)."""
+    import os
+    from dbmigrate.errors import ConfigError
+    if not os.path.exists(path):
+        raise ConfigError(f"The SQLite database file {path} does not exist",
+                          hint="Check the path (sqlite:////absolute/path.db has four slashes, "
+                               "sqlite:///relative/path.db three)")
+    if os.path.isdir(path):
+        raise ConfigError(f"The SQLite path {path} is a directory, not a database file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConnectionFailed(f"Cannot read the SQLite file {path}: {exc.strerror}") from None
+    if not head:
+        raise SchemaError(f"The SQLite file {path} is empty (0 bytes): not an MLflow database")
+    if head != SQLITE_HEADER:
+        raise SchemaError(f"The file {path} is not an SQLite database (it does not start with "
+                          f"SQLite's header; its first bytes are {head!r}), so not an MLflow database")
 
 
 def _to_bool(v):

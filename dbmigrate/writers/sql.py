@@ -39,6 +39,9 @@ class SqlWriter:
     uri: DatabaseURI
     connect_timeout: int = 10
     stats: dict = field(default_factory=dict)
+    # A dry run: the target is only read. A SQLite file is opened read-only, and one that does not
+    # exist yet is not created (an empty in-memory database stands for it).
+    read_only: bool = False
 
     def __post_init__(self):
         self.dialect = self.uri.kind
@@ -46,6 +49,14 @@ class SqlWriter:
         if self.dialect == "mysql":
             args.update(charset="utf8mb4")
         self.url = self.uri.sqlalchemy_url()
+        path = self.uri.sqlite_path
+        if self.read_only and self.dialect == "sqlite" and path not in (None, ":memory:"):
+            import os
+            if os.path.exists(path):
+                self.url = f"sqlite:///file:{path}?mode=ro&uri=true"
+            else:
+                log.info("The target SQLite file %s does not exist yet; the dry run does not create it", path)
+                self.url = "sqlite://"
         try:
             self.engine = bounded_engine(self.url, self.connect_timeout, connect_args=args,
                                          poolclass=sa.pool.NullPool)
@@ -71,7 +82,7 @@ class SqlWriter:
             if self.dialect == "mysql":
                 # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
                 cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
-            elif self.dialect == "sqlite":
+            elif self.dialect == "sqlite" and not self.read_only:
                 cur.execute("PRAGMA foreign_keys = ON")
                 cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute("PRAGMA synchronous = NORMAL")
