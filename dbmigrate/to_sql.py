@@ -507,9 +507,8 @@ def source_rows(source, table: str, wanted: list[str] | None, ids: IdMap, batch_
 
 
 def _has_table(writer, table) -> bool:
-    import sqlalchemy as sa
     try:
-        return table in sa.inspect(writer.engine).get_table_names()
+        return table in writer.table_names()
     except Exception:  # noqa: BLE001
         return False
 

@@ -64,6 +64,7 @@ class SqlWriter:
             raise ConnectionFailed(f"Cannot use target {self.uri.masked}: {mask_text(str(exc))}") from None
         self._raw = None
         self._columns: dict[str, dict] = {}
+        self._tables: set[str] | None = None
 
     # ------------------------------------------------------------------ connection
     def connect(self):
@@ -159,19 +160,34 @@ class SqlWriter:
         nobody used holds only MLflow's seed rows (experiment 0 'Default', workspace 'default'):
         they are removed, so the target ends up with exactly the source's rows."""
         from dbmigrate.sql_schema import clear_seed_rows, prepare_target
+        self._columns.clear()
+        self._tables = None
         state = prepare_target(self.url, revision)
         if state.default_experiment_only:
             state = clear_seed_rows(self.url)
         return state
 
+    def table_names(self) -> set[str]:
+        """The target's tables, reflected once (the schema does not change during the copy)."""
+        if self._tables is None:
+            with self.engine.connect() as conn:
+                self._tables = set(sa.inspect(conn).get_table_names())
+        return self._tables
+
     def table_columns(self, table: str) -> dict[str, dict]:
-        """Column name -> {type, generated, nullable} of a target table."""
+        """Column name -> {type, generated, nullable} of a target table. Every table's columns are
+        reflected at the first call, on one connection: a connection and an inspector per table
+        cost ~0.1 s each on MariaDB, most of the copy of a small database (issue 10, 9f)."""
         if table not in self._columns:
-            insp = sa.inspect(self.engine)
-            self._columns[table] = {
-                c["name"]: {"type": type(c["type"]).__name__.upper(), "generated": bool(c.get("computed")),
-                            "nullable": c.get("nullable", True)}
-                for c in insp.get_columns(table)}
+            with self.engine.connect() as conn:
+                reflected = sa.inspect(conn).get_multi_columns()
+            for (_schema, name), cols in reflected.items():
+                self._columns[name] = {
+                    c["name"]: {"type": type(c["type"]).__name__.upper(), "generated": bool(c.get("computed")),
+                                "nullable": c.get("nullable", True)}
+                    for c in cols}
+        if table not in self._columns:
+            raise sa.exc.NoSuchTableError(table)
         return self._columns[table]
 
     def q(self, name: str) -> str:
@@ -282,6 +298,7 @@ class SqlWriter:
             self._raw = None
         md.drop_all(self.engine)
         self._columns.clear()
+        self._tables = None
 
     def copy_from(self, table: str, columns: list[str], part: tuple | None, src_conn, out_sql: str,
                   on_rows=None) -> int:
