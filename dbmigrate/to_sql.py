@@ -374,8 +374,9 @@ def fk_depths(writer, tables: list[str], dry_run: bool) -> dict[str, int]:
     """Foreign-key depth of each table in the target schema (0: references no other table)."""
     import sqlalchemy as sa
     try:
-        insp = sa.inspect(writer.engine)
-        refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
+        with writer.engine.connect() as conn:  # one connection, not one per table (issue 10, 9f)
+            insp = sa.inspect(conn)
+            refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema
         if dry_run:
             return {}
@@ -474,7 +475,8 @@ def fk_order(writer, tables: set[str], dry_run: bool) -> list[str]:
     import sqlalchemy as sa
     known = sorted(tables, key=load_rank)
     try:
-        order = [t for t, _ in sa.inspect(writer.engine).get_sorted_table_and_fkc_names() if t]
+        with writer.engine.connect() as conn:
+            order = [t for t, _ in sa.inspect(conn).get_sorted_table_and_fkc_names() if t]
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema yet
         if dry_run:
             return known
