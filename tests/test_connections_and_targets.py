@@ -165,6 +165,38 @@ def test_a_mysql_server_that_freezes_mid_query_is_cut_off(private_mariadb, monke
     assert seconds < 15, seconds
 
 
+def test_a_mysql_target_that_freezes_mid_write_is_cut_off(private_mariadb, monkeypatch):
+    """The target freezes between two batches: the next batch's reply never comes, the retry's
+    new connection gets no greeting, and the write stops with exit code 3 naming the target
+    (RETRIES lowered to 2 to keep the test short)."""
+    from dbmigrate import netbounds
+    from dbmigrate.errors import ConnectionFailed
+    from dbmigrate.writers import sql as sql_writer
+    from dbmigrate.uri import parse_uri
+    port, proc = private_mariadb
+    monkeypatch.setattr(netbounds, "STALL_PROBE_SECONDS", 2)
+    monkeypatch.setattr(sql_writer, "RETRIES", 2)
+    servers.mysql_admin_exec(f"mysql://root@127.0.0.1:{port}/mysql",
+                             "CREATE DATABASE frozen CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    servers.mysql_admin_exec(f"mysql://root@127.0.0.1:{port}/mysql", "CREATE TABLE frozen.t (k INT PRIMARY KEY)")
+    servers.mysql_admin_exec(f"mysql://root@127.0.0.1:{port}/mysql", "CREATE USER dbm IDENTIFIED BY 's3cretpw2'")
+    servers.mysql_admin_exec(f"mysql://root@127.0.0.1:{port}/mysql", "GRANT ALL ON frozen.* TO dbm")
+    writer = sql_writer.SqlWriter(parse_uri(f"mysql://dbm:s3cretpw2@127.0.0.1:{port}/frozen", role="target"),
+                                  connect_timeout=3)
+    try:
+        writer.insert_rows("t", ["k"], [(1,), (2,)])
+        proc.send_signal(signal.SIGSTOP)
+        err, seconds = _run_bounded(lambda: writer.insert_rows("t", ["k"], [(3,)]), limit=60)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        writer.close()
+    assert isinstance(err, ConnectionFailed) and err.exit_code == 3, err
+    text = str(err)
+    assert "target mysql://dbm:***@127.0.0.1" in text and "failed 2 times in a row" in text, text
+    assert "s3cretpw2" not in text
+    assert seconds < 20, seconds
+
+
 def test_a_long_mysql_query_on_a_live_server_is_not_cut(mysql_base, monkeypatch):
     """A statement that sends nothing for several probe intervals goes on while the server
     greets new connections: only a silent server is cut off, never a slow query."""

@@ -205,8 +205,10 @@ class SqlWriter:
             try:
                 return self._insert_once(table, columns, rows)
             except TransientError as exc:
-                if attempt == RETRIES:
-                    raise
+                if attempt == RETRIES:  # not passing: the target cannot be reached (exit 3)
+                    raise ConnectionFailed(f"The target {self.uri.masked} failed {RETRIES} times in a row: "
+                                           f"{exc.message}", table=table,
+                                           hint="rerun with --resume once it answers again") from None
                 log.warning("Transient target error writing %s (attempt %d/%d): %s; retrying in %.1f s",
                             table, attempt, RETRIES, exc.message, delay)
                 self._reset()
