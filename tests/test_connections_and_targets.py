@@ -81,6 +81,38 @@ def test_a_server_that_accepts_and_never_answers_stops_with_exit_3(mlflow_source
     assert not (tmp_path / "out.db").exists()
 
 
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_connections_carry_tcp_keepalives(pg_base, mysql_base, engine):
+    """A host that vanishes mid-query (no more acknowledgements) is found by TCP keepalives,
+    not by a read timeout that would also cut long statements: the options must be on the real
+    sockets of both the reader's and the writer's connections."""
+    from dbmigrate import netbounds
+    from dbmigrate.readers.sql import SqlSource
+    from dbmigrate.uri import parse_uri
+    from dbmigrate.writers.sql import SqlWriter
+    uri = servers.pg_database(pg_base, "postgres") if engine == "postgresql" else \
+        servers.mysql_database(mysql_base, "mysql")
+    source = SqlSource(parse_uri(uri, role="source")).open()
+    writer = SqlWriter(parse_uri(uri, role="target"))
+    try:
+        conns = [source._conn, writer.connect()]
+        for conn in conns:
+            fd = conn.fileno() if engine == "postgresql" else conn._sock.fileno()
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                got = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                       sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                       sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                       sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+            finally:
+                sock.close()
+            assert got == (1, netbounds.KEEPALIVE_IDLE, netbounds.KEEPALIVE_INTERVAL,
+                           netbounds.KEEPALIVE_COUNT), got
+    finally:
+        source.close()
+        writer.close()
+
+
 # ----------------------------------------------------------------------------- a frozen MariaDB
 def _mysql_ok(port: int) -> bool:
     import pymysql
