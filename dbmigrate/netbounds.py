@@ -20,12 +20,17 @@ nothing for minutes) is never cut.
     dbmigrate opens a second connection to the same server and waits up to `connect_timeout` for
     its greeting. A server that greets is working on the statement, and the wait goes on (probed
     again every STALL_PROBE_SECONDS); one that does not is declared silent and the statement
-    fails (ServerStopped). A write that cannot be handed to the server for WRITE_STALL_SECONDS
-    fails too (a live server reads a statement as soon as it is sent).
+    fails with STOPPED in its message (the source: exit 3 at once; the target: retried like any
+    lost connection, each retry's connect bounded by `connect_timeout`, then exit 3). A write
+    that cannot be handed to the server for WRITE_STALL_SECONDS fails too (a live server reads
+    a statement as soon as it is sent).
   PostgreSQL's libpq has no per-read hook (psycopg2's wait callbacks exclude COPY), and its
   server runs each session in its own process, so a frozen whole server is a dead host in
   practice: keepalives bound it. `tcp_user_timeout` is not set: it would also cut a live target
-  that stops reading a COPY for a while (a lock wait), which is legitimate.
+  that stops reading a COPY for a while (a lock wait), which is legitimate; data sent to a host
+  that vanished is given up by the kernel's retransmission limit (Linux: ~15 minutes).
+  MongoDB: pymongo sets keepalives itself (at most 120 s idle); the writer's operations are
+  bounded by socketTimeoutMS (300 s), the reader's are not (see the report of issue 10).
 """
 
 from __future__ import annotations
@@ -167,10 +172,13 @@ def bound_mysql_engine(engine, connect_timeout: int) -> None:
 def bounded_engine(url: str, connect_timeout: int = 10, **kwargs):
     """sa.create_engine with the bounds of this module for PostgreSQL and MySQL URLs."""
     import sqlalchemy as sa
-    name = sa.engine.make_url(url).get_backend_name()
+    parsed = sa.engine.make_url(url)
+    name = parsed.get_backend_name()
     args = dict(kwargs.pop("connect_args", {}))
-    if name == "postgresql" and sa.engine.make_url(url).get_driver_name() == "psycopg2":
+    if name == "postgresql":  # libpq keywords: psycopg2 and psycopg 3 alike
         args = {**pg_connect_args(connect_timeout), **args}
+    elif name in ("mysql", "mariadb") and parsed.get_driver_name() != "pymysql":
+        args.setdefault("connect_timeout", connect_timeout)  # other drivers: the TCP connect at least
     engine = sa.create_engine(url, connect_args=args, **kwargs)
     if name in ("mysql", "mariadb"):
         bound_mysql_engine(engine, connect_timeout)
