@@ -30,7 +30,8 @@ nothing for minutes) is never cut.
   that stops reading a COPY for a while (a lock wait), which is legitimate; data sent to a host
   that vanished is given up by the kernel's retransmission limit (Linux: ~15 minutes).
   MongoDB: pymongo sets keepalives itself (at most 120 s idle); the writer's operations are
-  bounded by socketTimeoutMS (300 s), the reader's are not (see the report of issue 10).
+  bounded by socketTimeoutMS (300 s); the reader's are not (a count of a big collection may
+  legitimately take minutes).
 """
 
 from __future__ import annotations
