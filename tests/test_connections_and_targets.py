@@ -281,24 +281,53 @@ def _mysql_tables(uri: str) -> list[str]:
         conn.close()
 
 
+KEYS = {"lr": "1", "LR": "2", "lr ": "3", "名前": "実験 🧪", "Ærø": "café"}  # distinct keys to MLflow
+
+
+@pytest.fixture(scope="module")
+def keys_source(tmp_path_factory):
+    """An MLflow SQLite database whose params differ only in case, in a trailing space, and hold
+    CJK, emoji and Latin-1 text (MLflow's own client wrote them)."""
+    path = tmp_path_factory.mktemp("keys") / "keys.db"
+    _mlflow_log(f"sqlite:///{path}", "with mlflow.start_run(run_name='名前 🧪'):\n    mlflow.log_params(%r)" % KEYS)
+    return f"sqlite:///{path}"
+
+
 @pytest.mark.parametrize("spec, found", [
     ("CHARACTER SET latin1", "character set latin1 and collation latin1_swedish_ci"),
     ("CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci", "collation utf8mb4_general_ci"),
     ("CHARACTER SET utf8mb3 COLLATE utf8mb3_bin", "character set utf8mb3"),
 ])
-def test_mysql_target_charset_and_collation_are_checked_before_writing(mlflow_source, mysql_db_with,
+def test_mysql_target_charset_and_collation_are_checked_before_writing(keys_source, mysql_db_with, mysql_base,
                                                                        spec, found):
-    src, _ = mlflow_source("sqlite", 3)
+    import re
     target = mysql_db_with(spec)
     db = target.rsplit("/", 1)[1]
     for command in (["analyze"], ["migrate", "--dry-run"], ["migrate"]):
-        res = run_cli(*command, "--source", src, "--target", target, "--no-progress")
+        res = run_cli(*command, "--source", keys_source, "--target", target, "--no-progress")
         out = res.stdout + res.stderr
         assert res.returncode == 4, (command, out[-3000:])
         error = next(ln for ln in res.stdout.splitlines() if ln.startswith("ERROR"))
         assert f"target database `{db}`" in error and found in error, error
-        assert f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" in error, error
         assert _mysql_tables(target) == [], command  # nothing was written
+    # the fix the message gives works: run it, and the same migration succeeds with every key
+    fix = re.search(rf"Run `(ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_\w*bin)`", error)
+    assert fix, error
+    servers.mysql_admin_exec(mysql_base, fix[1])
+    res = run_cli("migrate", "--source", keys_source, "--target", target, "--no-progress")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import pymysql
+    from urllib.parse import urlsplit
+    p = urlsplit(target)
+    conn = pymysql.connect(host=p.hostname, port=p.port or 3306, user="root", database=db, charset="utf8mb4")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT `key`, value FROM params")
+            assert dict(cur.fetchall()) == KEYS
+            cur.execute("SELECT name FROM runs")
+            assert cur.fetchall() == (("名前 🧪",),)
+    finally:
+        conn.close()
 
 
 def test_mysql_target_columns_of_an_existing_schema_are_checked(mlflow_source, mysql_db_with, mysql_base):

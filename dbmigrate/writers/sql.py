@@ -120,10 +120,17 @@ class SqlWriter:
                         "FROM information_schema.columns WHERE table_schema = DATABASE() "
                         "AND collation_name IS NOT NULL ORDER BY table_name, ordinal_position")
             columns = cur.fetchall()
+            # The collation to recommend: binary and NO PAD where the server has one (utf8mb4_bin
+            # pads: `lr` and `lr ` are equal keys under it, which MLflow on PostgreSQL or SQLite
+            # can hold), else utf8mb4_bin.
+            cur.execute("SELECT collation_name FROM information_schema.collations "
+                        "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")
+            nopad = sorted(r[0] for r in cur.fetchall())
             conn.commit()
         finally:
             cur.close()
-        fix_db = f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        best = nopad[-1] if nopad else "utf8mb4_bin"
+        fix_db = f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE {best}"
         if columns:
             bad = [f"{t}.{c} ({cs}, {co})" for t, c, cs, co in columns if not _mlflow_ready(cs, co)]
             if bad:
@@ -132,7 +139,7 @@ class SqlWriter:
                     f"is: {', '.join(bad[:8])}{', ...' if len(bad) > 8 else ''}; MLflow needs "
                     f"character set utf8mb4 with a binary collation ({_WHY_BIN})",
                     hint=f"Drop the database and create it again with `CREATE DATABASE `{db}` "
-                         f"CHARACTER SET utf8mb4 COLLATE utf8mb4_bin` (or empty it and run `{fix_db}`)")
+                         f"CHARACTER SET utf8mb4 COLLATE {best}` (or empty it and run `{fix_db}`)")
             return
         if not _mlflow_ready(charset, collation):
             raise SchemaError(
@@ -140,7 +147,7 @@ class SqlWriter:
                 f"MLflow's tables take the database's default, and need character set utf8mb4 (all "
                 f"of Unicode) with a binary collation ({_WHY_BIN})",
                 hint=f"Run `{fix_db}` (or create the database with `CREATE DATABASE `{db}` "
-                     f"CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`), then run dbmigrate again")
+                     f"CHARACTER SET utf8mb4 COLLATE {best}`), then run dbmigrate again")
 
     def close(self) -> None:
         if getattr(self, "_lock_fd", None) is not None:
