@@ -404,13 +404,19 @@ def test_a_dry_run_into_sqlite_creates_nothing(mlflow_source, tmp_path):
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert "Status: DRY RUN" in res.stdout
         assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
-    # an existing target is only read: same bytes, no journal files beside it
-    existing = tmp_path / "existing.db"
-    sqlite3.connect(existing).close()
-    before = existing.read_bytes()
-    res = run_cli("analyze", "--source", src, "--target", f"sqlite:///{existing}", "--no-progress")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert existing.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["existing.db"]
+    # an existing target is only read: same bytes, no journal files beside it (a WAL-mode file,
+    # as dbmigrate and MLflow leave SQLite targets, included: a read-only open makes -wal/-shm)
+    for mode in ("delete", "wal"):
+        existing = tmp_path / f"existing-{mode}.db"
+        db = sqlite3.connect(existing)
+        db.execute(f"PRAGMA journal_mode={mode}")
+        db.close()
+        before = existing.read_bytes()
+        res = run_cli("analyze", "--source", src, "--target", f"sqlite:///{existing}", "--no-progress")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert existing.read_bytes() == before
+        made = sorted(p.name for p in tmp_path.iterdir())
+        assert made == sorted({f"existing-{m}.db" for m in ("delete", mode)}), made
 
 
 # ----------------------------------------------------------------------------- MariaDB per-table cost

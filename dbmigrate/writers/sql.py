@@ -53,7 +53,10 @@ class SqlWriter:
         if self.read_only and self.dialect == "sqlite" and path not in (None, ":memory:"):
             import os
             if os.path.exists(path):
-                self.url = f"sqlite:///file:{path}?mode=ro&uri=true"
+                # Read-only. A WAL-mode file whose WAL is gone (checkpointed, closed) is opened as
+                # immutable: a read-only open would create its -wal and -shm files again.
+                wal = os.path.exists(f"{path}-wal")
+                self.url = f"sqlite:///file:{path}?mode=ro{'' if wal else '&immutable=1'}&uri=true"
             else:
                 log.info("The target SQLite file %s does not exist yet; the dry run does not create it", path)
                 self.url = "sqlite://"
