@@ -105,7 +105,8 @@ class SqlRunner:
         source.open(snapshot_id=snapshot)
         source.schema = schema
         source.orphans = cfg.orphans
-        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout,
+                           read_only=cfg.dry_run)
         return cls(cfg, source, writer, IdMap(mapping), zero_lossy)
 
     def run(self, part, progress):
@@ -177,8 +178,9 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = open_source(cfg, src_uri)
-        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout, read_only=cfg.dry_run)
         writer.ping()
+        writer.check_charset()  # MySQL/MariaDB: utf8mb4 and a binary collation, before any write
         is_sql = isinstance(source, SqlSource)
         if is_sql:
             schema = source.inspect()
@@ -366,8 +368,9 @@ def fk_depths(writer, tables: list[str], dry_run: bool) -> dict[str, int]:
     """Foreign-key depth of each table in the target schema (0: references no other table)."""
     import sqlalchemy as sa
     try:
-        insp = sa.inspect(writer.engine)
-        refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
+        with writer.engine.connect() as conn:  # one connection, not one per table (issue 10, 9f)
+            insp = sa.inspect(conn)
+            refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema
         if dry_run:
             return {}
@@ -468,7 +471,8 @@ def fk_order(writer, tables: set[str], dry_run: bool) -> list[str]:
     import sqlalchemy as sa
     known = sorted(tables, key=load_rank)
     try:
-        order = [t for t, _ in sa.inspect(writer.engine).get_sorted_table_and_fkc_names() if t]
+        with writer.engine.connect() as conn:
+            order = [t for t, _ in sa.inspect(conn).get_sorted_table_and_fkc_names() if t]
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema yet
         if dry_run:
             return known
@@ -503,9 +507,8 @@ def source_rows(source, table: str, wanted: list[str] | None, ids: IdMap, batch_
 
 
 def _has_table(writer, table) -> bool:
-    import sqlalchemy as sa
     try:
-        return table in sa.inspect(writer.engine).get_table_names()
+        return table in writer.table_names()
     except Exception:  # noqa: BLE001
         return False
 
