@@ -87,8 +87,9 @@ class SqlWriter:
                 # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
                 cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
             elif self.dialect == "sqlite" and not self.read_only:
+                # Per-connection settings only: the file's journal mode (WAL, kept in the file) is
+                # set by prepare(), once the target passed its checks; a refused target is untouched.
                 cur.execute("PRAGMA foreign_keys = ON")
-                cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute("PRAGMA synchronous = NORMAL")
                 # No checkpoints while loading: they would copy the WAL into the file at every
                 # ~4 MB of commits (measured: a fifth of a PostgreSQL -> SQLite copy). analyze()
@@ -176,6 +177,10 @@ class SqlWriter:
         state = prepare_target(self.url, revision, create=not dry_run)
         if state.default_experiment_only and not dry_run:
             state = clear_seed_rows(self.url)
+        if self.dialect == "sqlite" and not dry_run:
+            cur = self.connect().cursor()
+            cur.execute("PRAGMA journal_mode = WAL")  # readers never block the loading writer
+            cur.close()
         return state
 
     def table_names(self) -> set[str]:
