@@ -87,6 +87,10 @@ def add_common(p: argparse.ArgumentParser, *, legacy: bool = False) -> None:
     opt.add_argument("--target-flavor", choices=["auto", "mongodb", "cosmos"],
                      help="cosmos: Azure Cosmos DB for MongoDB (unique indexes before loading, smaller "
                           "batches, throttling honoured); auto (default) detects it from the URI")
+    opt.add_argument("--target-revision", metavar="REV|head",
+                     help="SQL targets: after the copy is verified at the source's MLflow schema "
+                          "revision, upgrade the target to REV (head: the installed MLflow's newest) "
+                          "with MLflow's own migrations, as `mlflow db upgrade` would")
     opt.add_argument("--no-progress", dest="progress", action="store_const", const=False,
                      help="no progress bars (they are off anyway when stderr is not a terminal)")
     opt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
@@ -144,7 +148,7 @@ def build_legacy_parser() -> argparse.ArgumentParser:
 
 CLI_FIELDS = ("source", "target", "layout", "batch_size", "workers", "verify", "sample_size",
               "report_json", "progress", "log_level", "dry_run", "skip_unmapped", "resume", "restart",
-              "state_dir", "orphans", "target_flavor")
+              "state_dir", "orphans", "target_flavor", "target_revision")
 
 
 def run(args: argparse.Namespace, command: str) -> int:

@@ -36,6 +36,7 @@ class Config:
     target_flavor: str = "auto"
     orphans: str = "copy"              # copy | skip
     connect_timeout: int = 10
+    target_revision: str | None = None  # SQL targets: end at this alembic revision (or "head")
 
     def check(self) -> "Config":
         if self.batch_size < 1:
