@@ -14,17 +14,18 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from dbmigrate.mlflow_schema import RELEASE_HEAD
 from tests.conftest import run_cli
 from tests.support import servers
 from tests.support.mlflow_api import snapshot
 from tests.support.mlflow_release import MAIN_RELEASE, db_upgrade, populate_release
 
 RELEASES = ["2.9.2", "2.16.2", "3.0.1", "3.1.4", "3.4.0", "3.10.1", MAIN_RELEASE]
-HEAD_3_17 = "dc11669786a5"
-# The alembic revision each release's client leaves (from dbmigrate/mlflow_data/revisions.json).
-REVISION = {"2.9.2": "acf3f17fdcc7", "2.16.2": "4465047574b1", "3.0.1": "bda7b8c39065",
-            "3.1.4": "bda7b8c39065", "3.4.0": "71994744cf8e", "3.10.1": "1b5f0d9ad7c1",
-            MAIN_RELEASE: HEAD_3_17}
+# The data's word for where each release's client leaves its database (checked against the
+# databases the clients really make, below).
+REVISION = {v: RELEASE_HEAD[v] for v in RELEASES}
+HEAD_3_17 = RELEASE_HEAD[MAIN_RELEASE]
+assert HEAD_3_17 == "dc11669786a5" and REVISION["3.0.1"] == REVISION["3.1.4"] == "bda7b8c39065"
 
 
 @pytest.fixture(scope="module")
