@@ -134,12 +134,12 @@ def test_source_missing_or_with_later_tables_is_refused(tmp_path):
 
 
 def test_parser_reads_the_installed_mlflow_as_the_data_says():
-    """scripts/mlflow_releases.py's parser on the installed MLflow's migration files gives the
-    operations recorded in the data (no download needed)."""
+    """The parser of scripts/mlflow_releases.py (scripts/mlflow_migrations.py) reads the installed
+    MLflow's migration files as the operations recorded in the data (no download needed)."""
     import importlib.util
 
     import mlflow
-    spec = importlib.util.spec_from_file_location("mlflow_releases", ROOT / "scripts" / "mlflow_releases.py")
+    spec = importlib.util.spec_from_file_location("mlflow_migrations", ROOT / "scripts" / "mlflow_migrations.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     base = Path(mlflow.__file__).parent / "store"
