@@ -154,3 +154,13 @@ def test_parser_reads_the_installed_mlflow_as_the_data_says():
         if rev is None:
             continue
         assert m.ops == info[rev]["ops"], f.name
+
+
+def test_install_hint_names_the_lowest_release_that_has_the_revision():
+    """The installed MLflow (3.17.2) does not reach 3.18.0's head: the hint says what to install."""
+    from dbmigrate.sql_schema import _check_installed_mlflow_knows
+    with pytest.raises(SchemaError) as err:
+        _check_installed_mlflow_knows(ms.HEAD)
+    assert "MLflow 3.18.0 (alembic revision f4a9b2c7d1e6)" in err.value.message
+    assert err.value.hint.startswith("install MLflow/mlflow-skinny >= 3.18.0")
+    assert ms.schema_version("bda7b8c39065").release == "3.0.1"  # not 3.2, as it once said
