@@ -166,6 +166,17 @@ def test_upgrade_in_flight_matches_mlflow_db_upgrade(version, release_source, pg
     assert _api(target) == _api(reference)
 
 
+def test_upgrade_in_flight_into_mariadb(release_source, pg_copy, sql_db, tmp_path):
+    """MariaDB runs MLflow's migrations without transactional DDL, on other code paths: the
+    upgraded target answers as `mlflow db upgrade` on a (PostgreSQL) copy of the source does."""
+    src, _ = release_source("2.16.2")
+    reference = _readable_by_3_17(pg_copy(src))
+    target = sql_db("mysql")
+    report = _migrate(src, target, "--target-revision", HEAD_3_17, tmp_path=tmp_path)
+    assert report["target_revision"] == HEAD_3_17 and _revision(target) == HEAD_3_17
+    assert _api(target) == _api(reference)
+
+
 def test_target_revision_refusals(release_source, pg_db, mongo_db):
     src, _ = release_source("3.0.1")
     target = pg_db()
