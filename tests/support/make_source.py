@@ -191,7 +191,7 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
     else:
         p1, ids["prompts"] = None, []
         ids.setdefault("skipped", []).append(f"prompts: not in MLflow {mlflow.__version__}")
-    with_traces = with_traces and hasattr(mlflow, "trace")  # tracing arrived in 2.14
+    with_traces = with_traces and hasattr(mlflow, "trace")  # tracing arrived in 2.13
     if not hasattr(mlflow, "trace"):
         ids.setdefault("skipped", []).append(f"traces: not in MLflow {mlflow.__version__}")
 
@@ -264,7 +264,13 @@ def _param_limit() -> int:
 def _last_trace_id(mlflow) -> str:
     if hasattr(mlflow, "get_last_active_trace_id"):
         return mlflow.get_last_active_trace_id()
-    return mlflow.get_last_active_trace().info.request_id  # 2.14 - 2.20
+    if hasattr(mlflow, "get_last_active_trace"):  # 2.14 - 2.20
+        return mlflow.get_last_active_trace().info.request_id
+    # 2.13: the newest trace of the active experiment, from the store
+    from mlflow import MlflowClient
+    exp = mlflow.tracking.fluent._get_experiment_id()
+    return MlflowClient().search_traces([exp], max_results=1,
+                                        order_by=["timestamp_ms DESC"])[0].info.request_id
 
 
 def _has_table(tracking_uri: str, table: str) -> bool:
