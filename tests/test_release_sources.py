@@ -19,7 +19,7 @@ from dbmigrate.mlflow_schema import RELEASE_HEAD
 from tests.conftest import run_cli
 from tests.support import servers
 from tests.support.mlflow_api import snapshot
-from tests.support.mlflow_release import MAIN_RELEASE, db_upgrade, populate_release
+from tests.support.mlflow_release import MAIN_RELEASE, db_upgrade, populate_release, run_dbmigrate
 
 # DBMIGRATE_TEST_RELEASES=2.13.1,3.2.0,... tries other releases by hand (each gets its venv).
 RELEASES = [v.strip() for v in os.environ.get("DBMIGRATE_TEST_RELEASES", "").split(",") if v.strip()] \
@@ -140,6 +140,11 @@ def test_release_source_to_every_target(version, release_source, pg_copy, pg_db,
         assert got[section] == want[section], f"mlflow-mongodb: {section} differs"
 
 
+def _plain(value):
+    """A value whose repr is its content (BYTEA comes back as a memoryview)."""
+    return bytes(value).hex() if isinstance(value, (memoryview, bytes, bytearray)) else value
+
+
 def _tables_and_rows(uri: str) -> dict:
     """Every table's columns and rows (as text, sorted): what two databases must share."""
     eng = sa.create_engine(servers.mlflow_uri(uri))
@@ -150,7 +155,7 @@ def _tables_and_rows(uri: str) -> dict:
             for t in sorted(insp.get_table_names()):
                 cols = sorted(c["name"] for c in insp.get_columns(t))
                 rows = conn.execute(sa.text(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{t}"'))
-                out[t] = (cols, sorted(repr(tuple(r)) for r in rows))
+                out[t] = (cols, sorted(repr(tuple(_plain(v) for v in r)) for r in rows))
     finally:
         eng.dispose()
     return out
@@ -168,6 +173,26 @@ def test_upgrade_in_flight_matches_mlflow_db_upgrade(version, release_source, pg
     assert any("upgraded" in n and HEAD_3_17 in n for n in report["notes"])
     assert _tables_and_rows(target) == _tables_and_rows(reference)
     assert _api(target) == _api(reference)
+
+
+def test_upgrade_in_flight_to_3_18_with_its_migrations(mlflow_source, pg_copy, pg_db, tmp_path):
+    """dbmigrate run where MLflow 3.18.0 is installed (its own venv): a 3.17.2 source with every
+    table filled goes to head = 3.18.0's f4a9b2c7d1e6, through 3.18's data migrations (the
+    issue_categories backfill from issues, the MCP version keys); the result equals `mlflow db
+    upgrade` of 3.18.0 on a copy of the source, table by table and row by row."""
+    src, _ = mlflow_source("postgresql", 3)
+    reference = pg_copy(src)
+    db_upgrade("3.18.0", servers.mlflow_uri(reference))
+    target = pg_db()
+    report_path = tmp_path / "report-3.18.json"
+    res = run_dbmigrate("3.18.0", "migrate", "--source", src, "--target", target, "--no-progress",
+                        "--verify", "full", "--target-revision", "head", "--report-json", str(report_path))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    report = json.loads(report_path.read_text())
+    assert report["revision"] == HEAD_3_17 and report["target_revision"] == RELEASE_HEAD["3.18.0"]
+    ours, theirs = _tables_and_rows(target), _tables_and_rows(reference)
+    assert theirs["issue_categories"][1] and len(theirs) == 71  # 70 tables + alembic_version
+    assert ours == theirs
 
 
 def test_upgrade_in_flight_into_mariadb(release_source, pg_copy, sql_db, tmp_path):

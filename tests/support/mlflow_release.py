@@ -33,10 +33,25 @@ def _key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
+# Releases whose mlflow-skinny is not on the index: the previous skinny release and its
+# dependencies, then the full mlflow wheel of the release over it with --no-deps (as DESIGN.md
+# says for 3.18.0, whose pins do not resolve). These also get dbmigrate's own dependencies, so
+# dbmigrate can run there with that MLflow's migrations (--target-revision head).
+NO_SKINNY = {"3.18.0": "3.17.2"}
+DBMIGRATE_DEPS = ("pymongo>=4.6,<5", "pyarrow>=14", "tqdm>=4.60")
+
+
+def no_deps(version: str) -> tuple[str, ...]:
+    return (f"mlflow=={version}",) if version in NO_SKINNY else ()
+
+
 def requirements(version: str) -> tuple[str, ...]:
     """What the release's virtualenv gets: found by trying (see the module docstring)."""
-    reqs = [f"mlflow-skinny=={version}", "sqlalchemy>=2.0,<2.1", "alembic", "psycopg2-binary",
+    skinny = NO_SKINNY.get(version, version)
+    reqs = [f"mlflow-skinny=={skinny}", "sqlalchemy>=2.0,<2.1", "alembic", "psycopg2-binary",
             "pymysql", "pandas"]
+    if version in NO_SKINNY:
+        reqs += DBMIGRATE_DEPS
     if _key(version) < (3, 4):
         # The tracing processors of MLflow 2.x - 3.1 never call SimpleSpanProcessor.__init__,
         # which holds state (_shutdown) from opentelemetry-sdk 1.41 on: spans then never end and
@@ -61,7 +76,7 @@ def _marker(version: str) -> Path:
 
 
 def _marker_text(version: str) -> str:
-    return "\n".join(requirements(version)) + "\n"
+    return "\n".join(requirements(version) + tuple(f"--no-deps {r}" for r in no_deps(version))) + "\n"
 
 
 def _ready(version: str) -> bool:
@@ -118,6 +133,9 @@ def _build(version: str) -> float:
     reqs = requirements(version)
     _run(version, [py, "-m", "pip", "install", "--quiet", *reqs],
          f"installing {' '.join(reqs)} into {d.name}", 1800)
+    if no_deps(version):
+        _run(version, [py, "-m", "pip", "install", "--quiet", "--no-deps", *no_deps(version)],
+             f"installing {' '.join(no_deps(version))} (no dependencies) into {d.name}", 1800)
     _run(version, [py, "-c", "import mlflow, sqlalchemy, psycopg2, pymysql, pandas; "
                              f"assert mlflow.__version__ == {version!r}, mlflow.__version__; "
                              "from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore"],
@@ -175,6 +193,14 @@ def populate_release(version: str, uri: str, **kwargs) -> dict:
         if line.startswith(JSON_PREFIX):
             return json.loads(line[len(JSON_PREFIX):])
     raise RuntimeError(f"MLflow {version}'s populate printed no ids:\n{out[-2000:]}")
+
+
+def run_dbmigrate(version: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m dbmigrate.cli ARGS`` in MLflow `version`'s virtualenv (the repo's dbmigrate,
+    from the cwd): its schema work then uses that MLflow's migrations."""
+    py = python_for(version)
+    return subprocess.run([str(py), "-s", "-E", "-m", "dbmigrate.cli", *args], cwd=ROOT,
+                          env=clean_env(version), capture_output=True, text=True, timeout=timeout)
 
 
 def db_upgrade(version: str, uri: str) -> None:
