@@ -38,6 +38,10 @@ def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
                           hint="point --target at another database; dbmigrate never writes to its source")
     if cfg.layout and dst.kind != "mongodb" and src.kind != "mongodb":
         raise ConfigError(f"--layout applies to MongoDB targets; the target {dst.masked} is {dst.kind}")
+    if getattr(cfg, "target_revision", None) and dst.kind == "mongodb":
+        raise ConfigError(f"--target-revision applies to SQL targets; the target {dst.masked} is "
+                          f"MongoDB, which has no MLflow schema revision (its marker document "
+                          f"records the source's revision)", hint="leave --target-revision out")
     return src, dst
 
 
@@ -61,7 +65,7 @@ def migrate(cfg: Config) -> Report:
             migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, Steps(6))
         else:
             from dbmigrate.to_sql import migrate_to_sql
-            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(6))
+            migrate_to_sql(cfg, src_uri, dst_uri, report, Steps(7 if cfg.target_revision else 6))
     except MigrationError as exc:
         report.error = exc.describe()
         report.exit_code = exc.exit_code

@@ -405,7 +405,8 @@ def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = Tru
                    f"source to the target's schema with `mlflow db upgrade <source-uri>` using "
                    f"MLflow {schema_version(state.revision).release_range} (back the source up "
                    f"first), or start from an empty target database (drop and recreate it; "
-                   f"dbmigrate then creates the schema at the source's revision)")
+                   f"dbmigrate then creates the schema at the source's revision, and with "
+                   f"--target-revision {state.revision} upgrades it there after the copy)")
         else:
             fix = ("the target must be at exactly the source's revision: start from an empty "
                    f"target database (drop and recreate it; dbmigrate then creates the schema at "

@@ -200,6 +200,12 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         version = schema_version(revision)
         report.mlflow, report.revision = version.describe(), revision
         setup = {"source": src_uri.masked, "target": dst_uri.masked, "layout": "sql", "revision": revision}
+        target_rev = revision
+        if cfg.target_revision:  # checked before anything is written (sql_upgrade.resolve)
+            from dbmigrate import sql_upgrade
+            target_rev = sql_upgrade.resolve(cfg.target_revision, revision, writer.url)
+            report.target_revision = target_rev
+            setup["target_revision"] = target_rev
 
         steps("prepare the target schema at %s", version.describe())
         state = open_sql_state(cfg, dst_uri, setup, writer, revision)  # a dry run: the same checks, no writes
@@ -309,6 +315,8 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
             steps("verify (%s): per-table checksums of what was read against the target", cfg.verify)
             tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in checks.items()}
             report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server)
+        if cfg.target_revision:
+            upgrade_target(cfg, writer.url, revision, target_rev, report, steps)
         if state:
             state.mark_step("complete")
         steps("done")
@@ -319,6 +327,26 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
             source.close()
         if writer is not None:
             writer.close()
+
+
+def upgrade_target(cfg: Config, url: str, revision: str, target_rev: str, report: Report, steps) -> None:
+    """--target-revision: MLflow's own upgrade of the verified copy (see sql_upgrade)."""
+    from dbmigrate import sql_upgrade
+    what = f"{schema_version(revision).describe()} -> {schema_version(target_rev).describe()}"
+    if target_rev == revision:
+        steps("upgrade: none needed, the source is already at %s", target_rev)
+    elif cfg.dry_run:
+        steps("upgrade: skipped (dry run); would run MLflow's migrations %s", what)
+        report.notes.append(f"dry run: the target would be upgraded {what}")
+    elif report.verification is not None and not report.verification.passed:
+        steps("upgrade: skipped, the copy failed verification at the source's revision")
+        report.notes.append(f"the target was NOT upgraded ({what}): the copy failed verification")
+    else:
+        steps("upgrade the target with MLflow's migrations: %s", what)
+        t0 = time.perf_counter()
+        sql_upgrade.upgrade(url, revision, target_rev)
+        report.notes.append(f"the target was upgraded {what} by MLflow's own migrations after the "
+                            f"copy was verified at the source's revision ({time.perf_counter() - t0:.1f} s)")
 
 
 def check_orphans_for_sql(source, schema, cfg: Config, report: Report) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
-from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_SINCE, SchemaVersion,
-                                     schema_version)
+from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_REVISION, TABLE_SINCE,
+                                     SchemaVersion, schema_version)
 from dbmigrate.netbounds import STOPPED, bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
@@ -229,10 +229,11 @@ class SqlSource:
                 f"{', '.join(f'{t} ({TABLE_SINCE[t]})' for t in newer)}",
                 hint="alembic_version does not match the schema; it was edited by hand")
         exp_cols = schema.tables["experiments"].column_names
-        if ("workspace" in exp_cols) != version.at_least("3.10") and version.is_head:
+        if ("workspace" in exp_cols) != version.has_column("experiments", "workspace"):
             raise SchemaError(
                 f"The source claims {version.describe()} but experiments "
-                f"{'has' if 'workspace' in exp_cols else 'lacks'} the workspace column of MLflow 3.10+",
+                f"{'has' if 'workspace' in exp_cols else 'lacks'} the workspace column (revision "
+                f"{TABLE_REVISION['workspaces']}, MLflow {TABLE_SINCE['workspaces']})",
                 table="experiments", column="workspace",
                 hint="alembic_version does not match the schema; it was edited by hand")
         self.schema = schema
