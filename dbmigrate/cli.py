@@ -80,6 +80,10 @@ FLAGS = [
                           "source (a metric of a missing run, ...): copy them as they are (default; MongoDB "
                           "targets) or skip them (needed for SQL targets, whose foreign keys refuse them); "
                           "reported either way"), "target", ALL),
+    (("--target-revision",), dict(metavar="REV|head", help="SQL targets: after the copy is verified at the "
+                                  "source's MLflow schema revision, upgrade the target to REV (head: the "
+                                  "installed MLflow's newest) with MLflow's own migrations, as `mlflow db "
+                                  "upgrade` would"), "target", (MIGRATE, ANALYZE)),
     (("--batch-size",), dict(type=int, metavar="N", help="rows per read batch and documents per write "
                              "batch (default 10000)"), "copy", ALL),
     (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
@@ -178,7 +182,7 @@ def build_legacy_parser() -> argparse.ArgumentParser:
 
 CLI_FIELDS = ("source", "target", "layout", "batch_size", "workers", "verify", "sample_size",
               "report_json", "progress", "log_level", "dry_run", "skip_unmapped", "resume", "restart",
-              "state_dir", "orphans", "target_flavor")
+              "state_dir", "orphans", "target_flavor", "target_revision")
 
 
 def run(args: argparse.Namespace, command: str) -> int:

@@ -36,6 +36,7 @@ class Config:
     target_flavor: str = "auto"
     orphans: str = "copy"              # copy | skip
     connect_timeout: int = 10
+    target_revision: str | None = None  # SQL targets: end at this alembic revision (or "head")
 
     def check(self) -> "Config":
         if self.batch_size < 1:
@@ -83,6 +84,7 @@ ENV_VARS = {
     "DBMIGRATE_TARGET_FLAVOR": "target_flavor",
     "DBMIGRATE_SKIP_UNMAPPED": "skip_unmapped",
     "DBMIGRATE_ORPHANS": "orphans",
+    "DBMIGRATE_TARGET_REVISION": "target_revision",
 }
 
 # Config file: section -> key -> Config field. "destination.recommended" is the older tools'
@@ -90,7 +92,7 @@ ENV_VARS = {
 FILE_KEYS = {
     "source": {"connection_uri": "source"},
     "destination": {"connection_uri": "target", "recommended": "target", "layout": "layout",
-                    "flavor": "target_flavor"},
+                    "flavor": "target_flavor", "target_revision": "target_revision"},
     "migration_settings": {"batch_size": "batch_size", "dry_run": "dry_run",
                            "validate_data": "_validate_data", "verify": "verify",
                            "sample_size": "sample_size", "workers": "workers",

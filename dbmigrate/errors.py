@@ -78,10 +78,12 @@ class ValidationFailed(MigrationError):
 
 
 class TransientError(MigrationError):
-    """A fault that may pass: connection reset, primary stepped down, throttling."""
+    """A fault that may pass: connection reset, primary stepped down, throttling. Retried where
+    it happens; one that outlasts its retries ends the run as a connection failure (exit 3),
+    which `--resume` continues."""
 
     transient = True
-    exit_code = 8
+    exit_code = 3
 
 
 class Interrupted(KeyboardInterrupt):

@@ -1,95 +1,118 @@
-"""What dbmigrate knows about MLflow's SQL schema: the alembic revision chain and the release each
-revision belongs to, which tables exist at a revision, load order, generated and derived columns.
+"""What dbmigrate knows about MLflow's SQL schema: the alembic revision chain, the releases that end
+on each revision, which tables (and added columns) exist at a revision, load order, generated and
+derived columns.
 
-Facts from MLflow's own migrations (mlflow/store/db_migrations/versions), 2.0 to 3.18.0.
+The facts about MLflow come from data, not from memory: ``mlflow_data/revisions.json``, written by
+``scripts/mlflow_releases.py`` from the wheels of every final MLflow release 2.0.1 - 3.18.0 (their
+``mlflow/store/db_migrations/versions``). The tables at a revision are exactly what
+``InitialBase`` plus the chain of migrations up to that revision create (and do not drop or
+rename away).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from dbmigrate.errors import SchemaError
 
-# (release that first ships the revision, revisions in chain order). Linear chain.
-_CHAIN: list[tuple[str, list[str]]] = [
-    ("2.0", ["451aebb31d03", "90e64c465722", "181f10493468", "df50e92ffc5e", "7ac759974ad8",
-             "89d4b8295536", "2b4d017a5e9b", "cfd24bdc0731", "0a8213491aaa", "728d730b5ebd",
-             "27a6a02d2cf1", "84291f40a231", "a8c4a736bde6", "39d1c3be5f05", "c48cb773bb87",
-             "bd07f7e963c5", "0c779009ac13", "cc1f77228345", "97727af70f4d"]),
-    ("2.3", ["3500859a5d39"]),
-    ("2.4", ["7f2a7d5fae7d"]),
-    ("2.8", ["2d6e25af4d3e", "acf3f17fdcc7"]),
-    ("2.13", ["867495a8f9d4"]),
-    ("2.14", ["5b0e9adcef9c"]),
-    ("2.15", ["4465047574b1"]),
-    ("2.17", ["f5a4f2784254"]),
-    ("2.18", ["0584bdc529eb"]),
-    ("3.0", ["400f98739977", "6953534de441"]),
-    ("3.2", ["bda7b8c39065", "cbc13b556ace", "770bee3ae1dd"]),
-    ("3.3", ["a1b2c3d4e5f6", "de4033877273", "1a0cddfcaa16"]),
-    ("3.4", ["534353b11cbc", "71994744cf8e"]),
-    ("3.5", ["3da73c924c2f", "bf29a5ff90ea"]),
-    ("3.8", ["1bd49d398cd23"]),
-    ("3.9", ["b7c8d9e0f1a2", "5d2d30f0abce", "c9d4e5f6a7b8", "2c33131f4dae", "d3e4f5a6b7c8"]),
-    ("3.10", ["d0e1f2a3b4c5", "c8d9e0f1a2b3", "1b5f0d9ad7c1"]),
-    ("3.11", ["e1f2a3b4c5d6", "76601a5f987d", "c3d6457b6d8a"]),
-    ("3.12", ["a5b4c3d2e1f0", "ae8bbe7743c9", "7d34483879f0"]),
-    ("3.13", ["da6fb0208061"]),
-    ("3.14", ["89d3d66ed43f", "b7e4c1a90f23"]),
-    ("3.15", ["a8b9c0d1e2f3", "c1d2e3f4a5b6", "c3d9e7f1a2b4", "6f8d9c3b2a1e"]),
-    ("3.16", ["1971f2d9a75b", "17e22815139b", "b7e2c1a4d9f3"]),
-    ("3.17", ["75868b020152", "dc11669786a5"]),
-    ("3.18", ["e7d1f4b2a9c6", "8b6ad64cb8f5", "f4a9b2c7d1e6"]),
-]
+_DATA = json.loads((Path(__file__).parent / "mlflow_data" / "revisions.json").read_text("utf-8"))
+DASH = "\u2013"  # en dash in release ranges: "3.0.1 \u2013 3.1.4"
 
-# Releases that share a head share a schema: head -> the releases that end on it.
-RELEASE_RANGE_BY_HEAD = {
-    "97727af70f4d": "2.0 - 2.2", "3500859a5d39": "2.3", "7f2a7d5fae7d": "2.4 - 2.7",
-    "acf3f17fdcc7": "2.8 - 2.12", "867495a8f9d4": "2.13", "5b0e9adcef9c": "2.14",
-    "4465047574b1": "2.15 - 2.16", "f5a4f2784254": "2.17", "0584bdc529eb": "2.18 - 2.22",
-    "6953534de441": "3.0 - 3.1", "770bee3ae1dd": "3.2", "1a0cddfcaa16": "3.3",
-    "71994744cf8e": "3.4", "bf29a5ff90ea": "3.5 - 3.7", "1bd49d398cd23": "3.8",
-    "d3e4f5a6b7c8": "3.9", "1b5f0d9ad7c1": "3.10", "c3d6457b6d8a": "3.11",
-    "7d34483879f0": "3.12", "da6fb0208061": "3.13", "b7e4c1a90f23": "3.14",
-    "6f8d9c3b2a1e": "3.15", "b7e2c1a4d9f3": "3.16", "dc11669786a5": "3.17",
-    "f4a9b2c7d1e6": "3.18",
-}
 
-REVISIONS: list[str] = [rev for _, revs in _CHAIN for rev in revs]
+def _release_key(release: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in release.split("."))
+
+
+def _downs(info: dict) -> list[str]:
+    d = info["down_revision"]
+    return [] if d is None else list(d) if isinstance(d, list) else [d]
+
+
+_INFO: dict[str, dict] = {r["revision"]: r for r in _DATA["revisions"]}
+# Every revision, parents before children (the file's order).
+REVISIONS: list[str] = [r["revision"] for r in _DATA["revisions"]]
 _INDEX = {rev: i for i, rev in enumerate(REVISIONS)}
-_RELEASE_OF = {rev: release for release, revs in _CHAIN for rev in revs}
-HEAD = REVISIONS[-1]
+# Every final release the data covers, oldest first, and the head revision it ends on.
+RELEASES: list[str] = sorted(_DATA["releases"], key=_release_key)
+RELEASE_HEAD: dict[str, str] = {v: _DATA["releases"][v]["heads"][-1] for v in RELEASES}
+HEAD = RELEASE_HEAD[RELEASES[-1]]
+_RELEASES_BY_HEAD: dict[str, list[str]] = {}
+for _v in RELEASES:
+    _RELEASES_BY_HEAD.setdefault(RELEASE_HEAD[_v], []).append(_v)
 
-# Table -> release that first has it (no table was dropped between 2.0 and 3.18).
-TABLE_SINCE: dict[str, str] = {}
-for _rel, _tables in [
-    ("2.0", "experiments experiment_tags runs tags params metrics latest_metrics registered_models "
-            "registered_model_tags model_versions model_version_tags"),
-    ("2.3", "registered_model_aliases"),
-    ("2.4", "datasets inputs input_tags"),
-    ("2.13", "trace_info trace_tags trace_request_metadata"),
-    ("3.0", "logged_models logged_model_params logged_model_tags logged_model_metrics"),
-    ("3.2", "assessments"),
-    ("3.3", "spans entity_associations webhooks webhook_events"),
-    ("3.4", "evaluation_datasets evaluation_dataset_tags evaluation_dataset_records scorers "
-            "scorer_versions"),
-    ("3.5", "jobs"),
-    ("3.8", "secrets endpoints model_definitions endpoint_model_mappings endpoint_bindings "
-            "endpoint_tags"),
-    ("3.9", "online_scoring_configs trace_metrics"),
-    ("3.10", "span_metrics workspaces"),
-    ("3.11", "budget_policies issues"),
-    ("3.12", "guardrails guardrail_configs"),
-    ("3.14", "label_schemas review_queues review_queue_items review_queue_label_schemas "
-             "review_queue_users"),
-    ("3.15", "mcp_servers mcp_server_versions mcp_server_tags mcp_server_version_tags "
-             "mcp_server_aliases mcp_access_endpoints"),
-    ("3.17", "job_locks scheduler_leases sql_trace_metric_daily_rollups sql_span_cost_daily_rollups "
-             "sql_assessment_daily_rollups sql_trace_rollup_rebuild_queue"),
-    ("3.18", "skills skill_versions skill_tags skill_version_tags skill_aliases issue_categories"),
-]:
-    for _t in _tables.split():
-        TABLE_SINCE[_t] = _rel
+
+def release_names(releases: list[str]) -> str:
+    """'3.0.1, 3.1.1 \u2013 3.1.4': runs of consecutive releases (in RELEASES) joined by a dash."""
+    pos = sorted(RELEASES.index(v) for v in releases)
+    runs: list[list[int]] = []
+    for p in pos:
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ", ".join(RELEASES[a] if a == b else f"{RELEASES[a]} {DASH} {RELEASES[b]}"
+                     for a, b in runs)
+
+
+# head revision -> the releases that end on it, e.g. bda7b8c39065 -> "3.0.1, 3.1.1 - 3.1.4".
+RELEASE_RANGE_BY_HEAD = {h: release_names(vs) for h, vs in _RELEASES_BY_HEAD.items()}
+
+
+@lru_cache(maxsize=None)
+def ancestors(revision: str) -> frozenset[str]:
+    """`revision` and every revision it is built on."""
+    seen, todo = set(), [revision]
+    while todo:
+        r = todo.pop()
+        if r not in seen:
+            seen.add(r)
+            todo += _downs(_INFO[r])
+    return frozenset(seen)
+
+
+@lru_cache(maxsize=None)
+def _schema_at(revision: str) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """(tables, columns the migrations create or add per table) once `revision` is applied:
+    the initial tables, then every operation of every ancestor, in chain order."""
+    tables = set(_DATA["initial_tables"])
+    cols: dict[str, set[str]] = {t: set() for t in tables}
+    mine = ancestors(revision)
+    for rev in REVISIONS:
+        if rev not in mine:
+            continue
+        for op in _INFO[rev]["ops"]:
+            t, kind = op.get("table"), op["op"]
+            if kind == "create_table":
+                tables.add(t)
+                cols[t] = set(op.get("columns") or ())
+            elif kind == "drop_table":
+                tables.discard(t)
+                cols.pop(t, None)
+            elif kind == "rename_table":
+                tables.discard(t)
+                tables.add(op["new_name"])
+                cols[op["new_name"]] = cols.pop(t, set())
+            elif kind == "add_column" and op.get("column"):
+                cols.setdefault(t, set()).add(op["column"])
+            elif kind == "drop_column" and op.get("column"):
+                cols.get(t, set()).discard(op["column"])
+            elif kind == "alter_column" and op.get("new_name"):
+                cols.get(t, set()).discard(op["column"])
+                cols.setdefault(t, set()).add(op["new_name"])
+    return frozenset(tables), {t: frozenset(c) for t, c in cols.items() if t in tables}
+
+
+# Table -> the revision that creates it and the lowest release that has it ("3.2.0").
+TABLE_REVISION: dict[str, str] = {}
+for _rev in REVISIONS:
+    for _op in _INFO[_rev]["ops"]:
+        if _op["op"] == "create_table":
+            TABLE_REVISION.setdefault(_op["table"], _rev)
+TABLE_SINCE: dict[str, str] = {t: RELEASES[0] for t in _DATA["initial_tables"]}
+TABLE_SINCE.update({t: _INFO[r]["first_release"] for t, r in TABLE_REVISION.items()})
 
 # Columns MLflow computes in the database: never written, read only for validation.
 GENERATED_COLUMNS = {"spans": {"duration_ns"}}
@@ -138,49 +161,75 @@ RELATIONS = [
 ORPHAN_PARENT = {child: (ccol, parent, pcol) for child, ccol, parent, pcol in RELATIONS}
 
 
-def _release_key(release: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in release.split("."))
-
 
 @dataclass(frozen=True)
 class SchemaVersion:
     revision: str
-    release: str          # first release that ships this revision
-    release_range: str    # releases whose schema this is, e.g. "2.18 - 2.22"
-    is_head: bool         # a release head (False: a development build or interrupted upgrade)
+    release: str          # the lowest release that has this revision (the one to install)
+    release_range: str    # the releases that end on it ("3.0.1, 3.1.1 - 3.1.4"), or what it is
+    is_head: bool         # some release ends on it (False: a development build or interrupted upgrade)
 
     def has_table(self, table: str) -> bool:
-        since = TABLE_SINCE.get(table)
-        return since is not None and _release_key(since) <= _release_key(self.release)
+        return table in _schema_at(self.revision)[0]
+
+    def has_column(self, table: str, column: str) -> bool:
+        """`column` was created or added by the chain up to here (the initial tables' own
+        columns are not listed in the data)."""
+        return column in _schema_at(self.revision)[1].get(table, ())
 
     def at_least(self, release: str) -> bool:
-        return _release_key(self.release) >= _release_key(release)
+        """The schema has everything release `release` (e.g. "3.10" or "3.10.1") has."""
+        matching = [v for v in RELEASES if v == release or v.startswith(release + ".")]
+        if not matching:
+            raise ValueError(f"no MLflow release {release!r} in the data")
+        return RELEASE_HEAD[matching[0]] in ancestors(self.revision)
 
     @property
     def expected_tables(self) -> set[str]:
-        return {t for t in TABLE_SINCE if self.has_table(t)}
+        return set(_schema_at(self.revision)[0])
 
     def describe(self) -> str:
-        kind = "" if self.is_head else " (between releases: a development build or interrupted upgrade)"
-        return f"MLflow {self.release_range} (alembic revision {self.revision}){kind}"
+        if self.is_head:
+            return f"MLflow {self.release_range} (alembic revision {self.revision})"
+        older = self.release == RELEASES[0]
+        what = "an MLflow 1.x schema" if older else "a development build or an interrupted upgrade"
+        return f"a schema {self.release_range} (alembic revision {self.revision}: {what})"
+
+
+def _between(revision: str, release: str) -> str:
+    """How a revision that is no release's head is named: between which heads it lies."""
+    below = [h for h in _RELEASES_BY_HEAD if h != revision and h in ancestors(revision)]
+    prev = max(below, key=revision_index) if below else None
+    target = RELEASE_HEAD[release]
+    steps = [r for r in REVISIONS if r in ancestors(target) and (prev is None or r not in ancestors(prev))]
+    where = f"step {steps.index(revision) + 1} of {len(steps)}"
+    if prev is None:
+        return f"older than MLflow {release}, {where} towards its {target}"
+    return (f"between MLflow {release}'s revisions, {where} from {prev} (MLflow "
+            f"{RELEASE_RANGE_BY_HEAD[prev]}) to {target} (MLflow {release})")
 
 
 def schema_version(revision: str) -> SchemaVersion:
     """The schema at an alembic revision; unknown revisions are refused with what we know."""
-    if revision not in _INDEX:
+    if revision not in _INFO:
         raise SchemaError(
-            f"Unknown alembic revision {revision!r}: not part of MLflow 2.0 - 3.18 "
-            f"(newest known: {HEAD}, MLflow 3.18.0)",
+            f"Unknown alembic revision {revision!r}: not part of MLflow {RELEASES[0]} {DASH} "
+            f"{RELEASES[-1]} (newest known: {HEAD}, MLflow {RELEASE_RANGE_BY_HEAD[HEAD]})",
             table="alembic_version",
             hint="the database was made by a newer MLflow or a fork; upgrade dbmigrate")
-    release = _RELEASE_OF[revision]
+    release = _INFO[revision]["first_release"]
     is_head = revision in RELEASE_RANGE_BY_HEAD
-    rng = RELEASE_RANGE_BY_HEAD.get(revision) or f"{release} (pre-release revision)"
+    rng = RELEASE_RANGE_BY_HEAD[revision] if is_head else _between(revision, release)
     return SchemaVersion(revision=revision, release=release, release_range=rng, is_head=is_head)
 
 
 def revision_index(revision: str) -> int:
     return _INDEX[revision]
+
+
+def is_upgrade(source: str, target: str) -> bool:
+    """`target` is `source` or a revision built on it (what alembic can upgrade `source` to)."""
+    return source in ancestors(target)
 
 
 def load_rank(table: str) -> tuple[int, str]:

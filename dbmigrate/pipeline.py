@@ -20,7 +20,7 @@ log = logging.getLogger("dbmigrate")
 
 # The phase a STEP line begins, by its first word; the report gives each phase its own seconds.
 PHASES = {"connect": "connect", "plan": "plan", "prepare": "schema", "read": "plan", "copy": "copy",
-          "build": "indexes", "keys": "indexes", "verify": "verify"}
+          "build": "indexes", "keys": "indexes", "verify": "verify", "upgrade": "upgrade"}
 
 
 class Steps:
@@ -63,6 +63,10 @@ def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
                           hint="point --target at another database; dbmigrate never writes to its source")
     if cfg.layout and dst.kind != "mongodb" and src.kind != "mongodb":
         raise ConfigError(f"--layout applies to MongoDB targets; the target {dst.masked} is {dst.kind}")
+    if getattr(cfg, "target_revision", None) and dst.kind == "mongodb":
+        raise ConfigError(f"--target-revision applies to SQL targets; the target {dst.masked} is "
+                          f"MongoDB, which has no MLflow schema revision (its marker document "
+                          f"records the source's revision)", hint="leave --target-revision out")
     return src, dst
 
 
@@ -87,6 +91,7 @@ def migrate(cfg: Config) -> Report:
             migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, steps)
         else:
             from dbmigrate.to_sql import migrate_to_sql
+            steps.total = 7 if cfg.target_revision else 6
             migrate_to_sql(cfg, src_uri, dst_uri, report, steps)
     except MigrationError as exc:
         report.error = exc.describe()

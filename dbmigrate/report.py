@@ -61,7 +61,8 @@ class Report:
     dry_run: bool = False
     settings: dict = field(default_factory=dict)
     mlflow: str = ""
-    revision: str = ""
+    revision: str = ""          # the source's alembic revision, as read
+    target_revision: str = ""   # SQL targets with --target-revision: where the target ends
     snapshot: str = ""
     started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     seconds: float = 0.0
@@ -127,6 +128,9 @@ class Report:
                  f"  layout : {self.layout}"]
         if self.mlflow:
             lines.append(f"  source schema: {self.mlflow}")
+        if self.target_revision:
+            from dbmigrate.mlflow_schema import schema_version
+            lines.append(f"  target schema: {schema_version(self.target_revision).describe()}")
         if self.snapshot:
             lines.append(f"  snapshot: {self.snapshot}")
         if self.plan and self.dry_run:
@@ -233,7 +237,7 @@ class Report:
 
 
 PHASE_NAMES = {"connect": "connect", "plan": "plan and analyse", "schema": "target schema", "copy": "copy",
-               "indexes": "indexes", "verify": "verify"}
+               "indexes": "indexes", "verify": "verify", "upgrade": "schema upgrade"}
 
 
 def _fmt_duration(s: float) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from dbmigrate.errors import ConfigError, ConnectionFailed, MigrationError, SchemaError, TargetNotEmpty
 from dbmigrate.mlflow_schema import REVISIONS, revision_index, schema_version
+from dbmigrate.netbounds import bounded_engine
 from dbmigrate.uri import mask_text
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def inspect_target(url: str) -> TargetState:
     from sqlalchemy.pool import NullPool
 
     try:
-        engine = sa.create_engine(url, poolclass=NullPool)
+        engine = bounded_engine(url, poolclass=NullPool)
     except Exception as exc:  # bad URL or missing driver
         raise ConfigError(f"Cannot open the target database {_masked(url)}: "
                           f"{mask_text(str(exc))}") from None
@@ -404,7 +405,8 @@ def prepare_target(url: str, revision: str, *, allow_existing_schema: bool = Tru
                    f"source to the target's schema with `mlflow db upgrade <source-uri>` using "
                    f"MLflow {schema_version(state.revision).release_range} (back the source up "
                    f"first), or start from an empty target database (drop and recreate it; "
-                   f"dbmigrate then creates the schema at the source's revision)")
+                   f"dbmigrate then creates the schema at the source's revision, and with "
+                   f"--target-revision {state.revision} upgrades it there after the copy)")
         else:
             fix = ("the target must be at exactly the source's revision: start from an empty "
                    f"target database (drop and recreate it; dbmigrate then creates the schema at "
@@ -447,7 +449,7 @@ def clear_seed_rows(url: str) -> TargetState:
     if not state.default_experiment_only:
         listed = ", ".join(f"{t} ({n})" for t, n in sorted(state.rows.items()))
         raise TargetNotEmpty(f"The target database holds data besides MLflow's seed rows: {listed}")
-    engine = sa.create_engine(url, poolclass=NullPool)
+    engine = bounded_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
             if "experiments" in state.seed_rows:

@@ -105,7 +105,8 @@ class SqlRunner:
         source.open(snapshot_id=snapshot)
         source.schema = schema
         source.orphans = cfg.orphans
-        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(parse_uri(dst_raw, role="target"), connect_timeout=cfg.connect_timeout,
+                           read_only=cfg.dry_run)
         return cls(cfg, source, writer, IdMap(mapping), zero_lossy)
 
     def run(self, part, progress):
@@ -178,8 +179,9 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = open_source(cfg, src_uri)
-        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout)
+        writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout, read_only=cfg.dry_run)
         writer.ping()
+        writer.check_charset()  # MySQL/MariaDB: utf8mb4 and a binary collation, before any write
         is_sql = isinstance(source, SqlSource)
         if is_sql:
             schema = source.inspect()
@@ -199,6 +201,12 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         version = schema_version(revision)
         report.mlflow, report.revision = version.describe(), revision
         setup = {"source": src_uri.masked, "target": dst_uri.masked, "layout": "sql", "revision": revision}
+        target_rev = revision
+        if cfg.target_revision:  # checked before anything is written (sql_upgrade.resolve)
+            from dbmigrate import sql_upgrade
+            target_rev = sql_upgrade.resolve(cfg.target_revision, revision, writer.url)
+            report.target_revision = target_rev
+            setup["target_revision"] = target_rev
 
         steps("prepare the target schema at %s", version.describe())
         state = open_sql_state(cfg, dst_uri, setup, writer, revision)  # a dry run: the same checks, no writes
@@ -317,6 +325,8 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
             tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in checks.items()}
             report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server,
                                                     progress=progress)
+        if cfg.target_revision:
+            upgrade_target(cfg, writer.url, revision, target_rev, report, steps)
         if state:
             state.mark_step("complete")
         steps("done")
@@ -330,6 +340,26 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
             source.close()
         if writer is not None:
             writer.close()
+
+
+def upgrade_target(cfg: Config, url: str, revision: str, target_rev: str, report: Report, steps) -> None:
+    """--target-revision: MLflow's own upgrade of the verified copy (see sql_upgrade)."""
+    from dbmigrate import sql_upgrade
+    what = f"{schema_version(revision).describe()} -> {schema_version(target_rev).describe()}"
+    if target_rev == revision:
+        steps("upgrade: none needed, the source is already at %s", target_rev)
+    elif cfg.dry_run:
+        steps("upgrade: skipped (dry run); would run MLflow's migrations %s", what)
+        report.notes.append(f"dry run: the target would be upgraded {what}")
+    elif report.verification is not None and not report.verification.passed:
+        steps("upgrade: skipped, the copy failed verification at the source's revision")
+        report.notes.append(f"the target was NOT upgraded ({what}): the copy failed verification")
+    else:
+        steps("upgrade the target with MLflow's migrations: %s", what)
+        t0 = time.perf_counter()
+        sql_upgrade.upgrade(url, revision, target_rev)
+        report.notes.append(f"the target was upgraded {what} by MLflow's own migrations after the "
+                            f"copy was verified at the source's revision ({time.perf_counter() - t0:.1f} s)")
 
 
 def check_orphans_for_sql(source, schema, cfg: Config, report: Report) -> None:
@@ -379,8 +409,9 @@ def fk_depths(writer, tables: list[str], dry_run: bool) -> dict[str, int]:
     """Foreign-key depth of each table in the target schema (0: references no other table)."""
     import sqlalchemy as sa
     try:
-        insp = sa.inspect(writer.engine)
-        refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
+        with writer.engine.connect() as conn:  # one connection, not one per table (issue 10, 9f)
+            insp = sa.inspect(conn)
+            refs = {t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} - {t} for t in tables}
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema
         if dry_run:
             return {}
@@ -481,7 +512,8 @@ def fk_order(writer, tables: set[str], dry_run: bool) -> list[str]:
     import sqlalchemy as sa
     known = sorted(tables, key=load_rank)
     try:
-        order = [t for t, _ in sa.inspect(writer.engine).get_sorted_table_and_fkc_names() if t]
+        with writer.engine.connect() as conn:
+            order = [t for t, _ in sa.inspect(conn).get_sorted_table_and_fkc_names() if t]
     except Exception:  # noqa: BLE001 - a dry run against a target without the schema yet
         if dry_run:
             return known
@@ -516,9 +548,8 @@ def source_rows(source, table: str, wanted: list[str] | None, ids: IdMap, batch_
 
 
 def _has_table(writer, table) -> bool:
-    import sqlalchemy as sa
     try:
-        return table in sa.inspect(writer.engine).get_table_names()
+        return table in writer.table_names()
     except Exception:  # noqa: BLE001
         return False
 

@@ -227,7 +227,7 @@ def test_dry_run_leaves_the_target_untouched(pg_source, mongo_base):
     assert res.returncode == 0, res.stdout + res.stderr
     assert name not in client.list_database_names()
     out = res.stdout
-    assert "MLflow 3.17 (alembic revision dc11669786a5)" in out
+    assert "MLflow 3.17.0 \u2013 3.17.2 (alembic revision dc11669786a5)" in out
     assert "Plan (what goes where):" in out and "-> run_metrics" in out
     assert re.search(r"metrics\s+56\s+56", out)  # per-table counts, converted but not written
     assert "webhooks" in out and "Estimated migration time" in out

@@ -174,7 +174,7 @@ def test_unknown_revision_is_refused(mlflow_source, mongo_db, tmp_path):
     edited = _sqlite_copy(src, tmp_path, lambda c: c.execute("UPDATE alembic_version SET version_num='abcdef123456'"))
     res, _ = _migrate(edited, mongo_db())
     assert res.returncode == 4
-    assert "Unknown alembic revision 'abcdef123456': not part of MLflow 2.0 - 3.18" in res.stdout
+    assert "Unknown alembic revision 'abcdef123456': not part of MLflow 2.0.1 \u2013 3.18.0" in res.stdout
 
 
 def test_schema_that_does_not_match_its_revision_is_refused(mlflow_source, mongo_db, tmp_path):
@@ -182,8 +182,8 @@ def test_schema_that_does_not_match_its_revision_is_refused(mlflow_source, mongo
     edited = _sqlite_copy(src, tmp_path, lambda c: c.execute("UPDATE alembic_version SET version_num='0584bdc529eb'"))
     res, _ = _migrate(edited, mongo_db())
     assert res.returncode == 4
-    assert "claims MLflow 2.18 - 2.22 (alembic revision 0584bdc529eb) but has tables of later MLflow releases" in res.stdout
-    assert "logged_models (3.0)" in res.stdout
+    assert "claims MLflow 2.18.0 \u2013 2.22.5 (alembic revision 0584bdc529eb) but has tables of later MLflow releases" in res.stdout
+    assert "logged_models (3.0.0)" in res.stdout
 
 
 def test_eighteen_digit_experiment_ids(mlflow_source, mongo_db, sql_db, tmp_path):

@@ -243,3 +243,22 @@ def test_interrupted_run_writes_its_report_and_resumes(pg_source, mongo_db, tmp_
     assert "INTERRUPTED" in out
     resumed = run_cli("migrate", *args[5:], "--resume", "--source", pg_source[0], "--target", target)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
+
+
+def test_analyze_and_migrate_agree_on_a_sqlite_target_with_foreign_tables(pg_source, tmp_path):
+    """A SQLite target holding a table that is not MLflow's: migrate refuses it as not an MLflow
+    schema (exit 4), and so does analyze (it once said DRY RUN), which leaves the file as it was."""
+    import sqlite3
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.execute("INSERT INTO notes VALUES (1, 'keep me')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    dry = run_cli("analyze", "--source", pg_source[0], "--target", f"sqlite:///{path}", "--no-progress")
+    real = run_cli("migrate", "--source", pg_source[0], "--target", f"sqlite:///{path}", "--no-progress")
+    assert real.returncode == 4, real.stdout[-2000:]
+    assert dry.returncode == real.returncode, dry.stdout[-2000:]
+    assert "no alembic_version table" in dry.stdout
+    assert path.read_bytes() == before

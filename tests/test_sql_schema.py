@@ -26,7 +26,7 @@ from tests.support import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW3_HEAD = "dc11669786a5"   # MLflow 3.17.x, installed in the main environment
-MLFLOW2_HEAD = "0584bdc529eb"   # MLflow 2.18 - 2.22 (2.22.5 in .venv-mlflow2)
+MLFLOW2_HEAD = "0584bdc529eb"   # MLflow 2.18.0 - 2.22.5 (2.22.5 in .venv-mlflow2)
 MLFLOW318_HEAD = "f4a9b2c7d1e6"  # MLflow 3.18.0, newer than the installed 3.17.2
 
 _INIT_CODE = ("import sys\nfrom mlflow import MlflowClient\n"
@@ -233,7 +233,7 @@ def test_prepare_target_refuses_other_revision(new_db):
         prepare_target(url, MLFLOW2_HEAD)
     text = str(err.value)
     assert MLFLOW3_HEAD in text and MLFLOW2_HEAD in text
-    assert "3.17" in text and "2.18 - 2.22" in text
+    assert "3.17.0 \u2013 3.17.2" in text and "2.18.0 \u2013 2.22.5" in text
     assert "mlflow db upgrade <source-uri>" in text and "empty target" in text
 
 

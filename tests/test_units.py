@@ -112,7 +112,7 @@ def test_revision_chain_matches_installed_mlflow():
 
 def test_schema_versions():
     v = schema_version("0584bdc529eb")
-    assert v.release_range == "2.18 - 2.22" and len(v.expected_tables) == 18
+    assert v.release_range == "2.18.0 \u2013 2.22.5" and len(v.expected_tables) == 18
     assert len(schema_version("dc11669786a5").expected_tables) == 64
     assert len(schema_version(HEAD).expected_tables) == 70
     assert not schema_version("2d6e25af4d3e").is_head

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
-from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_SINCE, SchemaVersion,
-                                     schema_version)
+from dbmigrate.mlflow_schema import (GENERATED_COLUMNS, ORPHAN_PARENT, TABLE_REVISION, TABLE_SINCE,
+                                     SchemaVersion, schema_version)
+from dbmigrate.netbounds import STOPPED, bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
 log = logging.getLogger(__name__)
@@ -93,20 +94,18 @@ class SqlSource:
         self.dialect = uri.kind
         connect_args: dict = {}
         if self.dialect == "postgresql":
-            connect_args["connect_timeout"] = connect_timeout
             connect_args["options"] = "-c default_transaction_read_only=on"
         elif self.dialect == "mysql":
-            connect_args["connect_timeout"] = connect_timeout
             connect_args["charset"] = "utf8mb4"
         url = uri.sqlalchemy_url()
         if self.dialect == "sqlite":
             path = uri.sqlite_path
-            import os
-            if path != ":memory:" and not os.path.exists(path):
-                raise ConnectionFailed(f"SQLite database file not found: {path}")
+            if path != ":memory:":
+                check_sqlite_file(path)
             url = f"sqlite:///file:{path}?mode=ro&uri=true"
         try:
-            self.engine = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+            self.engine = bounded_engine(url, connect_timeout, connect_args=connect_args,
+                                         poolclass=sa.pool.NullPool)
         except Exception as exc:  # noqa: BLE001 - driver import errors etc.
             raise ConnectionFailed(f"Cannot use source {uri.masked}: {mask_text(str(exc))}") from None
         self._conn = None
@@ -151,11 +150,14 @@ class SqlSource:
                 cur.execute("SELECT count(*) FROM sqlite_master")  # takes the read snapshot now
                 self.snapshot_id = "sqlite read transaction"
         except Exception as exc:  # noqa: BLE001
+            try:
+                cur.close()  # before the connection: SQLite refuses to close a cursor after it
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
             raw.close()
             raise ConnectionFailed(
                 f"Cannot start a read snapshot on {self.uri.masked}: {_first_line(exc)}") from None
-        finally:
-            cur.close()
+        cur.close()
         self._raw = raw
         self._conn = dbapi
         return self
@@ -227,10 +229,11 @@ class SqlSource:
                 f"{', '.join(f'{t} ({TABLE_SINCE[t]})' for t in newer)}",
                 hint="alembic_version does not match the schema; it was edited by hand")
         exp_cols = schema.tables["experiments"].column_names
-        if ("workspace" in exp_cols) != version.at_least("3.10") and version.is_head:
+        if ("workspace" in exp_cols) != version.has_column("experiments", "workspace"):
             raise SchemaError(
                 f"The source claims {version.describe()} but experiments "
-                f"{'has' if 'workspace' in exp_cols else 'lacks'} the workspace column of MLflow 3.10+",
+                f"{'has' if 'workspace' in exp_cols else 'lacks'} the workspace column (revision "
+                f"{TABLE_REVISION['workspaces']}, MLflow {TABLE_SINCE['workspaces']})",
                 table="experiments", column="workspace",
                 hint="alembic_version does not match the schema; it was edited by hand")
         self.schema = schema
@@ -495,6 +498,33 @@ class SqlSource:
         return normalize(out) if normalize else out
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: str) -> None:
+    """Say what a SQLite path is when it is not a database: missing or a directory (ConfigError,
+    exit 2: the URI names no database file), empty or not in SQLite's format (SchemaError, exit 4:
+    not an MLflow database)."""
+    import os
+    from dbmigrate.errors import ConfigError
+    if not os.path.exists(path):
+        raise ConfigError(f"The SQLite database file {path} does not exist",
+                          hint="Check the path (sqlite:////absolute/path.db has four slashes, "
+                               "sqlite:///relative/path.db three)")
+    if os.path.isdir(path):
+        raise ConfigError(f"The SQLite path {path} is a directory, not a database file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConnectionFailed(f"Cannot read the SQLite file {path}: {exc.strerror}") from None
+    if not head:
+        raise SchemaError(f"The SQLite file {path} is empty (0 bytes): not an MLflow database")
+    if head != SQLITE_HEADER:
+        raise SchemaError(f"The file {path} is not an SQLite database (it does not start with "
+                          f"SQLite's header; its first bytes are {head!r}), so not an MLflow database")
+
+
 def _to_bool(v):
     return bool(v)
 
@@ -524,6 +554,9 @@ def _first_line(exc: Exception) -> str:
 def _read_error(exc: Exception, sql: str, table: str | None = None, role: str = "source") -> MigrationError:
     message = _first_line(exc)
     lowered = message.lower()
+    if STOPPED in lowered:  # dbmigrate.netbounds: a silent peer, not a passing fault
+        return ConnectionFailed(f"The {role} server stopped answering while reading: {message}",
+                                table=table)
     if any(s in lowered for s in ("could not receive", "server closed", "connection", "lost", "gone away")):
         from dbmigrate.errors import TransientError
         return TransientError(f"{role.capitalize()} connection failed while reading: {message}", table=table)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, TransientError
+from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError, TransientError
+from dbmigrate.netbounds import bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,35 @@ class SqlWriter:
     uri: DatabaseURI
     connect_timeout: int = 10
     stats: dict = field(default_factory=dict)
+    # A dry run: the target is only read. A SQLite file is opened read-only, and one that does not
+    # exist yet is not created (an empty in-memory database stands for it).
+    read_only: bool = False
 
     def __post_init__(self):
         self.dialect = self.uri.kind
         args: dict = {}
-        if self.dialect == "postgresql":
-            args["connect_timeout"] = self.connect_timeout
-        elif self.dialect == "mysql":
-            args.update(connect_timeout=self.connect_timeout, charset="utf8mb4")
+        if self.dialect == "mysql":
+            args.update(charset="utf8mb4")
         self.url = self.uri.sqlalchemy_url()
+        path = self.uri.sqlite_path
+        if self.read_only and self.dialect == "sqlite" and path not in (None, ":memory:"):
+            import os
+            if os.path.exists(path):
+                # Read-only. A WAL-mode file whose WAL is gone (checkpointed, closed) is opened as
+                # immutable: a read-only open would create its -wal and -shm files again.
+                wal = os.path.exists(f"{path}-wal")
+                self.url = f"sqlite:///file:{path}?mode=ro{'' if wal else '&immutable=1'}&uri=true"
+            else:
+                log.info("The target SQLite file %s does not exist yet; the dry run does not create it", path)
+                self.url = "sqlite://"
         try:
-            self.engine = sa.create_engine(self.url, connect_args=args, poolclass=sa.pool.NullPool)
+            self.engine = bounded_engine(self.url, self.connect_timeout, connect_args=args,
+                                         poolclass=sa.pool.NullPool)
         except Exception as exc:  # noqa: BLE001
             raise ConnectionFailed(f"Cannot use target {self.uri.masked}: {mask_text(str(exc))}") from None
         self._raw = None
         self._columns: dict[str, dict] = {}
+        self._tables: set[str] | None = None
 
     # ------------------------------------------------------------------ connection
     def connect(self):
@@ -71,9 +86,10 @@ class SqlWriter:
             if self.dialect == "mysql":
                 # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
                 cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
-            elif self.dialect == "sqlite":
+            elif self.dialect == "sqlite" and not self.read_only:
+                # Per-connection settings only: the file's journal mode (WAL, kept in the file) is
+                # set by prepare(), once the target passed its checks; a refused target is untouched.
                 cur.execute("PRAGMA foreign_keys = ON")
-                cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute("PRAGMA synchronous = NORMAL")
                 # No checkpoints while loading: they would copy the WAL into the file at every
                 # ~4 MB of commits (measured: a fifth of a PostgreSQL -> SQLite copy). analyze()
@@ -86,6 +102,56 @@ class SqlWriter:
     def ping(self) -> dict:
         self.connect()
         return {"version": self.engine.dialect.name, "database": self.uri.database}
+
+    def check_charset(self) -> None:
+        """MySQL/MariaDB: refuse (SchemaError, before anything is written) a target whose text
+        cannot hold MLflow's data as the source has it. MLflow's migrations set no character set or
+        collation of their own: every column takes the database's default. So the database's
+        default (or, when the MLflow tables exist, their columns) must be utf8mb4, the only MySQL
+        character set holding all of Unicode (latin1 cannot store CJK names, utf8mb3 no emoji),
+        with a binary collation: under a case- or accent-insensitive one, keys MLflow keeps apart
+        (params `lr` and `LR`, experiments `Test` and `test`) collide in primary and unique keys,
+        and MLflow's name lookups stop matching exactly."""
+        if self.dialect != "mysql":
+            return
+        conn = self.connect()
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT schema_name, default_character_set_name, default_collation_name "
+                        "FROM information_schema.schemata WHERE schema_name = DATABASE()")
+            db, charset, collation = cur.fetchone()
+            cur.execute("SELECT table_name, column_name, character_set_name, collation_name "
+                        "FROM information_schema.columns WHERE table_schema = DATABASE() "
+                        "AND collation_name IS NOT NULL ORDER BY table_name, ordinal_position")
+            columns = cur.fetchall()
+            # The collation to recommend: binary and NO PAD where the server has one (utf8mb4_bin
+            # pads: `lr` and `lr ` are equal keys under it, which MLflow on PostgreSQL or SQLite
+            # can hold), else utf8mb4_bin.
+            cur.execute("SELECT collation_name FROM information_schema.collations "
+                        "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")
+            nopad = sorted(r[0] for r in cur.fetchall())
+            conn.commit()
+        finally:
+            cur.close()
+        best = nopad[-1] if nopad else "utf8mb4_bin"
+        fix_db = f"ALTER DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE {best}"
+        if columns:
+            bad = [f"{t}.{c} ({cs}, {co})" for t, c, cs, co in columns if not _mlflow_ready(cs, co)]
+            if bad:
+                raise SchemaError(
+                    f"The target database `{db}` has text columns that cannot hold MLflow's data as "
+                    f"is: {', '.join(bad[:8])}{', ...' if len(bad) > 8 else ''}; MLflow needs "
+                    f"character set utf8mb4 with a binary collation ({_WHY_BIN})",
+                    hint=f"Drop the database and create it again with `CREATE DATABASE `{db}` "
+                         f"CHARACTER SET utf8mb4 COLLATE {best}` (or empty it and run `{fix_db}`)")
+            return
+        if not _mlflow_ready(charset, collation):
+            raise SchemaError(
+                f"The target database `{db}` has character set {charset} and collation {collation}; "
+                f"MLflow's tables take the database's default, and need character set utf8mb4 (all "
+                f"of Unicode) with a binary collation ({_WHY_BIN})",
+                hint=f"Run `{fix_db}` (or create the database with `CREATE DATABASE `{db}` "
+                     f"CHARACTER SET utf8mb4 COLLATE {best}`), then run dbmigrate again")
 
     def close(self) -> None:
         if getattr(self, "_lock_fd", None) is not None:
@@ -106,19 +172,38 @@ class SqlWriter:
         they are removed, so the target ends up with exactly the source's rows. A dry run makes
         the same checks and changes nothing."""
         from dbmigrate.sql_schema import clear_seed_rows, prepare_target
+        self._columns.clear()
+        self._tables = None
         state = prepare_target(self.url, revision, create=not dry_run)
         if state.default_experiment_only and not dry_run:
             state = clear_seed_rows(self.url)
+        if self.dialect == "sqlite" and not dry_run:
+            cur = self.connect().cursor()
+            cur.execute("PRAGMA journal_mode = WAL")  # readers never block the loading writer
+            cur.close()
         return state
 
+    def table_names(self) -> set[str]:
+        """The target's tables, reflected once (the schema does not change during the copy)."""
+        if self._tables is None:
+            with self.engine.connect() as conn:
+                self._tables = set(sa.inspect(conn).get_table_names())
+        return self._tables
+
     def table_columns(self, table: str) -> dict[str, dict]:
-        """Column name -> {type, generated, nullable} of a target table."""
+        """Column name -> {type, generated, nullable} of a target table. Every table's columns are
+        reflected at the first call, on one connection: a connection and an inspector per table
+        cost ~0.1 s each on MariaDB, most of the copy of a small database (issue 10, 9f)."""
         if table not in self._columns:
-            insp = sa.inspect(self.engine)
-            self._columns[table] = {
-                c["name"]: {"type": type(c["type"]).__name__.upper(), "generated": bool(c.get("computed")),
-                            "nullable": c.get("nullable", True)}
-                for c in insp.get_columns(table)}
+            with self.engine.connect() as conn:
+                reflected = sa.inspect(conn).get_multi_columns()
+            for (_schema, name), cols in reflected.items():
+                self._columns[name] = {
+                    c["name"]: {"type": type(c["type"]).__name__.upper(), "generated": bool(c.get("computed")),
+                                "nullable": c.get("nullable", True)}
+                    for c in cols}
+        if table not in self._columns:
+            raise sa.exc.NoSuchTableError(table)
         return self._columns[table]
 
     def q(self, name: str) -> str:
@@ -136,8 +221,10 @@ class SqlWriter:
             try:
                 return self._insert_once(table, columns, rows)
             except TransientError as exc:
-                if attempt == RETRIES:
-                    raise
+                if attempt == RETRIES:  # not passing: the target cannot be reached (exit 3)
+                    raise ConnectionFailed(f"The target {self.uri.masked} failed {RETRIES} times in a row: "
+                                           f"{exc.message}", table=table,
+                                           hint="rerun with --resume once it answers again") from None
                 log.warning("Transient target error writing %s (attempt %d/%d): %s; retrying in %.1f s",
                             table, attempt, RETRIES, exc.message, delay)
                 self._reset()
@@ -229,6 +316,7 @@ class SqlWriter:
             self._raw = None
         md.drop_all(self.engine)
         self._columns.clear()
+        self._tables = None
 
     def copy_from(self, table: str, columns: list[str], part: tuple | None, src_conn, out_sql: str,
                   on_rows=None) -> int:
@@ -475,6 +563,14 @@ class SqlWriter:
 
 
 RETRIES = 6
+
+_WHY_BIN = ("a case- or accent-insensitive collation makes keys that MLflow keeps apart, such as "
+            "params `lr` and `LR`, collide")
+
+
+def _mlflow_ready(charset: str | None, collation: str | None) -> bool:
+    """utf8mb4 with a binary collation (utf8mb4_bin, utf8mb4_nopad_bin, utf8mb4_0900_bin)."""
+    return (charset or "").lower() == "utf8mb4" and (collation or "").lower().endswith("_bin")
 
 
 def _rollback(conn) -> None:

@@ -53,8 +53,9 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     ids: dict = {"experiments": {}, "runs": {}, "models": [], "traces": []}
     exp_a_kw: dict = {}
-    if not mlflow3:
-        # 2.x writes trace spans as artifacts: keep them out of ./mlruns under the cwd.
+    version = tuple(int(x) for x in mlflow.__version__.split(".")[:2])
+    if version < (3, 3):
+        # Before 3.3 (no spans table) trace spans are artifacts: keep them out of ./mlruns.
         artifact_root = tempfile.mkdtemp(prefix="dbm-mlflow2-artifacts-")
         exp_a_kw["artifact_location"] = Path(artifact_root, "exp-a").as_uri()
         ids.update(mlflow_version=mlflow.__version__, artifact_root=artifact_root, skipped=[])
@@ -88,7 +89,7 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
         client.log_batch(pid, metrics=metrics[chunk:chunk + 900])
     client.log_batch(
         pid,
-        params=[Param("lr", "0.01"), Param("long", LONG_PARAM), Param("empty", ""),
+        params=[Param("lr", "0.01"), Param("long", LONG_PARAM[:_param_limit()]), Param("empty", ""),
                 Param("unicode 鍵", "値 ✓")],
         tags=[RunTag("stage", "train"), RunTag("mlflow.note.content", "notes 📝")],
     )
@@ -174,18 +175,25 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
     ids["models"] = [rm.name, "empty-model", "model 模型 🤖"]
 
     # A prompt (a registered model with prompt tags) with two versions and an alias.
-    if mlflow3:
-        import mlflow.genai
+    genai = getattr(mlflow, "genai", None)
+    if getattr(genai, "register_prompt", None) is not None:
         p1 = mlflow.genai.register_prompt("greeting-prompt", "Hello {{name}}!",
                                           commit_message="first", tags={"lang": "en"})
         mlflow.genai.register_prompt("greeting-prompt", "Hi {{name}} 👋", commit_message="second")
         mlflow.genai.set_prompt_alias("greeting-prompt", "production", p1.version)
-    else:  # 2.x: version tags are "version_metadata" (its "tags" are the prompt's own)
+        ids["prompts"] = ["greeting-prompt"]
+    elif hasattr(mlflow, "register_prompt"):  # 2.21 - 3.0: version tags are "version_metadata"
         p1 = mlflow.register_prompt("greeting-prompt", "Hello {{name}}!",
                                     commit_message="first", version_metadata={"lang": "en"})
         mlflow.register_prompt("greeting-prompt", "Hi {{name}} 👋", commit_message="second")
         mlflow.set_prompt_alias("greeting-prompt", "production", p1.version)
-    ids["prompts"] = ["greeting-prompt"]
+        ids["prompts"] = ["greeting-prompt"]
+    else:
+        p1, ids["prompts"] = None, []
+        ids.setdefault("skipped", []).append(f"prompts: not in MLflow {mlflow.__version__}")
+    with_traces = with_traces and hasattr(mlflow, "trace")  # tracing arrived in 2.13
+    if not hasattr(mlflow, "trace"):
+        ids.setdefault("skipped", []).append(f"traces: not in MLflow {mlflow.__version__}")
 
     if with_traces:
         mlflow.set_experiment(experiment_id=exp_a)
@@ -202,13 +210,15 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
             return llm_call(question)
 
         pipeline("what is mlflow? 日本")
-        trace_id = mlflow.get_last_active_trace_id()
+        trace_id = _last_trace_id(mlflow)
         ids["traces"].append(trace_id)
         client.set_trace_tag(trace_id, "reviewed", "yes ✓")
-        if mlflow3:
+        if mlflow3 and _has_table(tracking_uri, "assessments"):
             mlflow.log_feedback(trace_id=trace_id, name="correctness", value=True,
                                 rationale="matches", metadata={"k": "v"})
             mlflow.log_expectation(trace_id=trace_id, name="expected", value={"answer": "X"})
+        elif mlflow3:  # 3.0 and 3.1 have the API but no assessments table (it arrived in 3.2)
+            ids.setdefault("skipped", []).append(f"assessments: no table in MLflow {mlflow.__version__}")
         else:
             ids["skipped"].append("assessments (log_feedback, log_expectation): MLflow 2 "
                                   "accepts them only on Databricks Managed MLflow")
@@ -221,12 +231,12 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
             failing()
         except ValueError:
             pass
-        ids["traces"].append(mlflow.get_last_active_trace_id())
+        ids["traces"].append(_last_trace_id(mlflow))
         with mlflow.start_run(run_id=pid):
             pipeline("inside run")
-        ids["traces"].append(mlflow.get_last_active_trace_id())
+        ids["traces"].append(_last_trace_id(mlflow))
         try:
-            client.link_prompt_version_to_trace(ids["traces"][0], p1) if hasattr(
+            client.link_prompt_version_to_trace(ids["traces"][0], p1) if p1 is not None and hasattr(
                 client, "link_prompt_version_to_trace") else None
         except Exception:  # noqa: BLE001 - optional API across versions
             pass
@@ -242,6 +252,36 @@ def populate(tracking_uri: str, *, scale: int = 1, with_traces: bool = True) -> 
             client.set_terminated(run.info.run_id)
     time.sleep(0.01)
     return ids
+
+
+def _param_limit() -> int:
+    """The longest param value this MLflow keeps (6000 from 2.x to 3.17: longer ones are cut there,
+    refused by 2.9), so every release stores the same text."""
+    from mlflow.utils import validation
+    return getattr(validation, "MAX_PARAM_VAL_LENGTH", len(LONG_PARAM))
+
+
+def _last_trace_id(mlflow) -> str:
+    if hasattr(mlflow, "get_last_active_trace_id"):
+        return mlflow.get_last_active_trace_id()
+    if hasattr(mlflow, "get_last_active_trace"):  # 2.14 - 2.20
+        return mlflow.get_last_active_trace().info.request_id
+    # 2.13: the newest trace of the active experiment, from the store
+    from mlflow import MlflowClient
+    exp = mlflow.tracking.fluent._get_experiment_id()
+    return MlflowClient().search_traces([exp], max_results=1,
+                                        order_by=["timestamp_ms DESC"])[0].info.request_id
+
+
+def _has_table(tracking_uri: str, table: str) -> bool:
+    import sqlalchemy as sa
+    if not tracking_uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        return True  # another store (mlflow-mongodb): it has its own
+    engine = sa.create_engine(tracking_uri)
+    try:
+        return table in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def main(argv=None) -> None:
