@@ -272,11 +272,7 @@ def create_schema(url: str, revision: str) -> None:
         try:
             # _initialize_tables(): the pre-migration (0.9.1) tables, then alembic ...
             InitialBase.metadata.create_all(engine)
-            # ... _upgrade_db(), with `revision` instead of "heads".
-            config = db_utils._get_alembic_config(str(engine.url))
-            with engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
+            alembic_upgrade(db_utils, command, engine, revision)
             # Migration 1b5f0d9ad7c1 seeds the 'default' workspace; the source's row is copied.
             with engine.begin() as connection:
                 if "workspaces" in sa.inspect(connection).get_table_names():
@@ -305,6 +301,14 @@ def create_schema(url: str, revision: str) -> None:
         raise SchemaError(f"MLflow's migrations to {revision} did not create the table(s) "
                           f"{', '.join(sorted(missing))} that {sv.describe()} has",
                           table=ALEMBIC_TABLE)
+
+
+def alembic_upgrade(db_utils, command, engine, revision: str) -> None:
+    """What MLflow's _upgrade_db (`mlflow db upgrade`) runs, to `revision` instead of "heads"."""
+    config = db_utils._get_alembic_config(str(engine.url))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def create_schema_isolated(url: str, revision: str) -> None:

@@ -109,11 +109,7 @@ def _upgrade_in_child(url: str, source_revision: str, target_revision: str) -> s
                           f"{source_revision} that the copy left it at", table="alembic_version")
     engine = db_utils.create_sqlalchemy_engine(sql_schema._mlflow_url(url))
     try:
-        # As MLflow's _upgrade_db (what `mlflow db upgrade` runs), to `target_revision`.
-        config = db_utils._get_alembic_config(str(engine.url))
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, target_revision)
+        sql_schema.alembic_upgrade(db_utils, command, engine, target_revision)
     except (sa.exc.SQLAlchemyError, Exception) as exc:  # noqa: BLE001 - reported with its cause
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise SchemaError(

@@ -22,6 +22,30 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long trials (many kills, big data); not run in CI")
 
 
+_PREBUILD: list = []
+
+
+def pytest_collection_finish(session):
+    """Start building the MLflow release virtualenvs the collected tests will need, in one
+    background process, so that their pip installs overlap the tests that run first (the tests
+    wait on each venv's file lock, or build it themselves if this process failed)."""
+    mods = {item.module for item in session.items if item.module.__name__.endswith("test_release_sources")}
+    if not mods:
+        return
+    from tests.support.mlflow_release import _ready
+    todo = [v for v in mods.pop().VENV_RELEASES if not _ready(v)]
+    if todo:
+        _PREBUILD.append(subprocess.Popen([sys.executable, "-m", "tests.support.mlflow_release", *todo], cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc in _PREBUILD:  # a session that ended early: a half-built venv is rebuilt next time
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 # ----------------------------------------------------------------------------- servers
 @pytest.fixture(scope="session")
 def pg_base() -> str:
@@ -160,6 +184,20 @@ def mlflow_source(pg_base, mysql_base, tmp_path_factory):
     for engine, name in made:
         (servers.drop_pg_database(pg_base, name) if engine == "postgresql"
          else servers.drop_mysql_database(mysql_base, name))
+
+
+def generated_pg_source(pg_base: str, prefix: str, *, metrics: int, runs: int, params: int, tags: int,
+                        seed: int):
+    """Yield the URI of a seeded MLflow-shaped PostgreSQL database made by benchmarks/generate.py
+    (big enough to be cut into parts), dropped afterwards: the body of a module fixture."""
+    name = f"{prefix}_{os.urandom(4).hex()}"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
+                          "--metrics", str(metrics), "--runs", str(runs), "--params", str(params),
+                          "--tags", str(tags), "--seed", str(seed)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    yield servers.pg_database(pg_base, name)
+    servers.drop_pg_database(pg_base, name)
 
 
 _STATE_DIR = os.path.join(__import__("tempfile").mkdtemp(prefix="dbm-state-"), "state")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dbmigrate.engine import Part, run_parts
 from dbmigrate.progress import Progress, View
+from tests.conftest import generated_pg_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,14 +258,7 @@ def test_terminal_screen_of_a_migration(pg_source, mongo_db, pg_db, tmp_path, ki
 @pytest.fixture(scope="module")
 def bulk_110k(pg_base):
     """A seeded MLflow-shaped source whose metrics table is cut into 2 parts (benchmarks/generate.py)."""
-    from tests.support import servers
-    name = "dbm_prog_" + os.urandom(4).hex()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
-                          "--metrics", "110000", "--runs", "1100", "--params", "3000", "--tags", "2000",
-                          "--seed", "7"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    yield servers.pg_database(pg_base, name)
-    servers.drop_pg_database(pg_base, name)
+    yield from generated_pg_source(pg_base, "dbm_prog", metrics=110000, runs=1100, params=3000, tags=2000, seed=7)
 
 
 def _done_rows(state_dir: Path) -> int:
@@ -329,14 +321,7 @@ def test_ctrl_c_then_resume_on_a_terminal(bulk_110k, mongo_db, tmp_path):
 @pytest.fixture(scope="module")
 def bulk_210k(pg_base):
     """A source big enough for worker processes (at least 200k rows to copy)."""
-    from tests.support import servers
-    name = "dbm_prog_" + os.urandom(4).hex()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
-                          "--metrics", "210000", "--runs", "1000", "--params", "3000", "--tags", "2000",
-                          "--seed", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    yield servers.pg_database(pg_base, name)
-    servers.drop_pg_database(pg_base, name)
+    yield from generated_pg_source(pg_base, "dbm_prog", metrics=210000, runs=1000, params=3000, tags=2000, seed=3)
 
 
 def test_analyze_counts_the_documents_of_worker_processes(bulk_210k, mongo_db):

@@ -18,7 +18,7 @@ import time
 import pymongo
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, generated_pg_source, run_cli
 from tests.support import servers
 
 KILL_SEED = int(os.environ.get("DBMIGRATE_KILL_SEED", "1729"))
@@ -27,13 +27,7 @@ KILL_SEED = int(os.environ.get("DBMIGRATE_KILL_SEED", "1729"))
 @pytest.fixture(scope="module")
 def bulk_source(pg_base):
     """A seeded MLflow-shaped PostgreSQL database big enough to be cut into parts (benchmarks/generate.py)."""
-    name = "dbm_bulk_" + os.urandom(4).hex()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.generate", "--pg-uri", pg_base, "--database", name,
-                          "--metrics", "120000", "--runs", "1200", "--params", "6000", "--tags", "3600",
-                          "--seed", "11"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    yield servers.pg_database(pg_base, name)
-    servers.drop_pg_database(pg_base, name)
+    yield from generated_pg_source(pg_base, "dbm_bulk", metrics=120000, runs=1200, params=6000, tags=3600, seed=11)
 
 
 def _start(args, state_dir, env=None):
