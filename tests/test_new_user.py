@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, _STATE_DIR, run_cli
 from tests.support import servers
+from tests.support.terminal import sigint_as_on_a_terminal
 
 # Every reserved character a password can hold, between fragments that appear nowhere else.
 PASSWORD = "Qzx@Kvq:Wmz/Rtj%Yxk#Nbw?Hpf"
@@ -230,7 +231,8 @@ def test_interrupted_run_writes_its_report_and_resumes(pg_source, mongo_db, tmp_
             str(report), "--state-dir", str(state), "--verify", "full"]
     env = {**__import__("os").environ, "DBMIGRATE_STATE_DIR": _STATE_DIR}
     proc = subprocess.Popen([sys.executable, "-m", "dbmigrate.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_on_a_terminal)
     for line in proc.stderr:  # stop it once it is copying
         if "STEP 3/" in line:
             break

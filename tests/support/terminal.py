@@ -62,6 +62,14 @@ def screen(raw: bytes, width: int) -> list[str]:
     return ["".join(x).rstrip() for x in lines]
 
 
+def sigint_as_on_a_terminal() -> None:
+    """In the child before exec: SIGINT delivered as at an interactive terminal. A test run
+    started in the background by a non-interactive shell (as CI may be) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler: Ctrl-C would do nothing."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TerminalRun:
     """`python -m dbmigrate.cli ARGS` with stderr on a pty of `width` x 50 (stdout a pipe)."""
 
@@ -72,7 +80,8 @@ class TerminalRun:
         e = dict(os.environ)
         e.update({"PYTHONPATH": str(ROOT), "COLUMNS": str(width), **(env or {})})
         self.proc = subprocess.Popen([sys.executable, "-m", "dbmigrate.cli", *map(str, args)], cwd=ROOT,
-                                     env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+                                     env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                                     preexec_fn=sigint_as_on_a_terminal)
         os.close(slave)
         self.master = master
         self.raw = bytearray()
