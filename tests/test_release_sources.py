@@ -58,8 +58,13 @@ def pg_copy(pg_base):
     made = []
 
     def copy(uri):
-        name = f"dbm_copy_{len(made)}_{uri.rsplit('/', 1)[1][-10:]}"
-        servers.pg_admin_exec(pg_base, f'CREATE DATABASE "{name}" TEMPLATE "{uri.rsplit("/", 1)[1]}"')
+        src = uri.rsplit("/", 1)[1]
+        name = f"dbm_copy_{len(made)}_{src[-10:]}"
+        # A template must have no other sessions: earlier tests' MLflow clients keep pooled
+        # connections to the shared sources (their engines ping before reuse, so they reconnect).
+        servers.pg_admin_exec(pg_base, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       f"WHERE datname = '{src}' AND pid <> pg_backend_pid()")
+        servers.pg_admin_exec(pg_base, f'CREATE DATABASE "{name}" TEMPLATE "{src}"')
         made.append(name)
         return servers.pg_database(pg_base, name)
     yield copy
