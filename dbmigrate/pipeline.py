@@ -101,7 +101,6 @@ def migrate(cfg: Config) -> Report:
         sig = exc if isinstance(exc, Interrupted) else Interrupted(2)
         report.error = f"interrupted by {sig.name}" + ("" if cfg.dry_run or dst_uri is None
                                                         else interrupted_progress(cfg, dst_uri))
-        report.exit_code = sig.exit_code
         finish(report, t_start)
         report.status, report.exit_code = "INTERRUPTED", sig.exit_code
         return report

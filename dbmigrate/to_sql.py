@@ -565,9 +565,7 @@ def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: R
     progress.start_step(f"verify ({cfg.verify})", len(set(checks) | set(server or {})), "tables")
     t0 = time.perf_counter()
     v = Verification(level=cfg.verify)
-    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout)
-    target.role = "target"
-    target.open()
+    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout, role="target").open()
     try:
         tschema = target.inspect()
         checks = dict(checks)
@@ -684,9 +682,7 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
             report.snapshot = source.snapshot_id or ""
         else:
             revision = source.revision
-        target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout)
-        target.role = "target"
-        target.open()
+        target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout, role="target").open()
         tschema = target.inspect()
         if revision is None:
             revision = tschema.revision

@@ -89,8 +89,9 @@ def _type_tag(sa_type) -> tuple[str, int | None]:
 class SqlSource:
     """A read-only view of one MLflow SQL database."""
 
-    def __init__(self, uri: DatabaseURI, *, connect_timeout: int = 10):
+    def __init__(self, uri: DatabaseURI, *, connect_timeout: int = 10, role: str = "source"):
         self.uri = uri
+        self.role = role  # "source", or "target" when verification reads the target: named in errors
         self.dialect = uri.kind
         connect_args: dict = {}
         if self.dialect == "postgresql":
@@ -267,7 +268,7 @@ class SqlSource:
             cur.execute(sql, tuple(params)) if params else cur.execute(sql)
             return cur.fetchall()
         except Exception as exc:  # noqa: BLE001
-            err = _read_error(exc, sql, table, getattr(self, "role", "source"))
+            err = _read_error(exc, sql, table, self.role)
             if table and isinstance(err, DataError) and self.dialect == "sqlite":
                 err = self._locate_bad_text(table, ()) or err
             raise err from None
@@ -394,7 +395,7 @@ class SqlSource:
         except MigrationError:
             raise
         except Exception as exc:  # noqa: BLE001
-            err = _read_error(exc, sql, table, getattr(self, "role", "source"))
+            err = _read_error(exc, sql, table, self.role)
             if isinstance(err, DataError) and self.dialect == "sqlite":
                 err = self._locate_bad_text(table, columns) or err
             raise err from None
