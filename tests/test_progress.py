@@ -261,13 +261,14 @@ def bulk_110k(pg_base):
     yield from generated_pg_source(pg_base, "dbm_prog", metrics=110000, runs=1100, params=3000, tags=2000, seed=7)
 
 
-def _done_rows(state_dir: Path) -> int:
+def _catalog_sum(state_dir: Path, sql: str) -> int:
+    """One number summed over the checkpoint catalogs in `state_dir` (0 while one is being made)."""
     import sqlite3
     total = 0
     for f in state_dir.glob("*.sqlite"):
         db = sqlite3.connect(str(f), timeout=30)
         try:
-            total += db.execute("SELECT COALESCE(SUM(rows), 0) FROM parts WHERE status = 'done'").fetchone()[0]
+            total += db.execute(sql).fetchone()[0]
         except sqlite3.OperationalError:
             pass
         finally:
@@ -275,18 +276,12 @@ def _done_rows(state_dir: Path) -> int:
     return total
 
 
+def _done_rows(state_dir: Path) -> int:
+    return _catalog_sum(state_dir, "SELECT COALESCE(SUM(rows), 0) FROM parts WHERE status = 'done'")
+
+
 def _metric_parts_done(state_dir: Path) -> int:
-    import sqlite3
-    n = 0
-    for f in state_dir.glob("*.sqlite"):
-        db = sqlite3.connect(str(f), timeout=30)
-        try:
-            n += db.execute("SELECT COUNT(*) FROM parts WHERE status = 'done' AND id LIKE 'run_metrics#%'").fetchone()[0]
-        except sqlite3.OperationalError:
-            pass
-        finally:
-            db.close()
-    return n
+    return _catalog_sum(state_dir, "SELECT COUNT(*) FROM parts WHERE status = 'done' AND id LIKE 'run_metrics#%'")
 
 
 def test_ctrl_c_then_resume_on_a_terminal(bulk_110k, mongo_db, tmp_path):
