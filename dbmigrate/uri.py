@@ -24,9 +24,13 @@ RESERVED_IN_USERINFO = "@/?#[]"
 _PW_PARAM = re.compile(r"(?i)\b(password|pwd|passwd|secret|token)=([^&\s;]+)")
 
 SQL_KINDS = ("postgresql", "mysql", "sqlite")
+# Kinds whose URI names a local path, not a server: a SQLite file, a Parquet snapshot directory,
+# an MLflow FileStore (mlruns) directory.
+PATH_KINDS = ("sqlite", "parquet", "file")
 # What --help and the README name as the accepted sources and targets.
 SCHEME_NAMES = ("postgresql://user:pw@host:5432/db", "mysql:// or mariadb://user:pw@host:3306/db",
-                "sqlite:////abs/path.db", "mongodb:// or mongodb+srv://user:pw@host:27017/db (MongoDB, "
+                "sqlite:////abs/path.db", "parquet:///abs/dir (a dbmigrate Parquet snapshot)",
+                "mongodb:// or mongodb+srv://user:pw@host:27017/db (MongoDB, "
                 "Azure Cosmos DB or another MongoDB-wire server; the database must be named)")
 
 
@@ -87,7 +91,15 @@ class DatabaseURI:
     """A parsed connection URI. `raw` keeps the password; never print it, print `masked`."""
 
     raw: str
-    kind: str  # postgresql | mysql | sqlite | mongodb
+    kind: str  # postgresql | mysql | sqlite | mongodb | parquet | file
+
+    @property
+    def path(self) -> str | None:
+        """The local path of a parquet:// snapshot directory or a file:// FileStore directory."""
+        if self.kind not in ("parquet", "file"):
+            return None
+        rest = self.raw.split("://", 1)[1] if "://" in self.raw else self.raw
+        return unquote(rest.split("?", 1)[0])
 
     @property
     def masked(self) -> str:
@@ -101,6 +113,8 @@ class DatabaseURI:
     def database(self) -> str | None:
         if self.kind == "sqlite":
             return self.sqlite_path
+        if self.kind in ("parquet", "file"):
+            return self.path
         path = urlsplit(self.raw).path.lstrip("/")
         return unquote(path.split("/")[0]) if path else None
 
@@ -142,11 +156,22 @@ def parse_uri(uri: str | None, *, role: str) -> DatabaseURI:
         kind = "sqlite"
     elif base in ("mongodb", "mongodb+srv") or scheme == "mongodb+srv":
         kind = "mongodb"
+    elif base == "parquet":
+        kind = "parquet"
+    elif base == "file":
+        kind = "file"
     else:
         raise ConfigError(
             f"Unsupported {role} URI scheme {scheme or '(none)'!r} in {mask_uri(uri)}",
-            hint="use postgresql://, mysql:// (or mariadb://), sqlite:///path or mongodb://")
+            hint="use postgresql://, mysql:// (or mariadb://), sqlite:///path, mongodb:// or "
+                 "parquet:///path (a snapshot directory)")
     rest = uri.split("://", 1)[1]
+    if kind in ("parquet", "file"):
+        parsed = DatabaseURI(raw=uri, kind=kind)
+        if not parsed.path or not parsed.path.startswith("/"):
+            raise ConfigError(f"The {role} URI {uri} names no absolute directory",
+                              hint=f"write it as {kind}:///absolute/path (three slashes)")
+        return parsed
     if "@" in rest and kind != "sqlite":  # remember the password however malformed the URI, before any error names it
         secret = rest[:rest.rfind("@")].partition(":")[2]
         register_secret(secret)
@@ -238,6 +263,8 @@ def same_database(a: DatabaseURI, b: DatabaseURI) -> bool:
     import os
     if a.kind != b.kind:
         return False
+    if a.kind in ("parquet", "file"):
+        return os.path.realpath(a.path) == os.path.realpath(b.path)
     if a.kind == "sqlite":
         pa, pb = a.sqlite_path, b.sqlite_path
         if ":memory:" in (pa, pb):
