@@ -201,7 +201,7 @@ def migrate_to_mongo(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, la
             steps("verify: skipped (%s)", "dry run" if cfg.dry_run else "--verify none")
         else:
             steps("verify (%s)", cfg.verify)
-            from dbmigrate.validate import verify_mongo
+            from dbmigrate.verification.mongo import verify_mongo
             report.verification = verify_mongo(plan, source, writer.db, cfg, counts, index_results,
                                                progress=progress)
         if not cfg.dry_run:

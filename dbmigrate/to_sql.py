@@ -19,73 +19,13 @@ from dbmigrate.errors import DataError
 from dbmigrate.config import Config
 from dbmigrate.mlflow_schema import load_rank, schema_version
 from dbmigrate.readers.sql import SqlSource
-from dbmigrate.report import Check, Report, TableRow, Verification
+from dbmigrate.report import Report, TableRow
 from dbmigrate.uri import DatabaseURI
+from dbmigrate.sql_rows import (INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, source_rows,
+                                 sql_experiment_map)
+from dbmigrate.verification.sql import verify_tables
 
 log = logging.getLogger("dbmigrate")
-
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-
-
-class IdMap:
-    """Experiment ids the target cannot hold, and their new values."""
-
-    def __init__(self, mapping: dict):
-        self.mapping = {int(k) if str(k).lstrip("-").isdigit() else k: v for k, v in mapping.items()}
-        self.by_str = {str(k): v for k, v in mapping.items()}
-
-    def __bool__(self):
-        return bool(self.mapping)
-
-    def rows(self, table: str, columns: list[str]):
-        """A function rewriting experiment ids in rows of `table`, or None when nothing changes."""
-        if not self.mapping:
-            return None
-        if "experiment_id" in columns:
-            i = columns.index("experiment_id")
-            m = self.mapping
-
-            def fix(rows):
-                return [r if r[i] not in m else r[:i] + (m[r[i]],) + r[i + 1:] for r in rows]
-            return fix
-        if table == "entity_associations" and {"source_type", "source_id"} <= set(columns):
-            st, si = columns.index("source_type"), columns.index("source_id")
-            dt, di = columns.index("destination_type"), columns.index("destination_id")
-            by = self.by_str
-
-            def fix_assoc(rows):
-                out = []
-                for r in rows:
-                    r = list(r)
-                    if r[st] == "experiment" and r[si] in by:
-                        r[si] = str(by[r[si]])
-                    if r[dt] == "experiment" and r[di] in by:
-                        r[di] = str(by[r[di]])
-                    out.append(tuple(r))
-                return out
-            return fix_assoc
-        return None
-
-
-def sql_experiment_map(source: SqlSource, max_id: int) -> dict:
-    rows = source.query(f"SELECT {source.q('experiment_id')}, {source.q('creation_time')} FROM "
-                        f"{source.q('experiments')}")
-    fits = [r[0] for r in rows if 0 <= r[0] <= max_id]
-    nxt = max(fits, default=0) + 1
-    out = {}
-    for exp_id, _ in sorted((r for r in rows if not 0 <= r[0] <= max_id), key=lambda r: (r[1] or 0, r[0])):
-        out[exp_id] = nxt
-        nxt += 1
-    return out
-
-
-def open_source(cfg: Config, uri: DatabaseURI):
-    if uri.kind == "mongodb":
-        from dbmigrate.readers.mongo import MongoSource
-        return MongoSource(uri, connect_timeout=cfg.connect_timeout).open()
-    return SqlSource(uri, connect_timeout=cfg.connect_timeout).open()
-
 
 class SqlRunner:
     """Copies parts into a SQL target: in a worker process with its own connections (reading the
@@ -178,6 +118,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
     progress = open_progress(cfg.progress)
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
+        from dbmigrate.backends import open_source
         source = open_source(cfg, src_uri)
         writer = SqlWriter(dst_uri, connect_timeout=cfg.connect_timeout, read_only=cfg.dry_run)
         writer.ping()
@@ -323,7 +264,7 @@ def migrate_to_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, repo
         else:
             steps("verify (%s): per-table checksums of what was read against the target", cfg.verify)
             tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in checks.items()}
-            report.verification = verify_sql_target(dst_uri, tchecks, cfg, report, source, ids, server,
+            report.verification = verify_tables(dst_uri, tchecks, cfg, report, source, ids, server,
                                                     progress=progress)
         if cfg.target_revision:
             upgrade_target(cfg, writer.url, revision, target_rev, report, steps)
@@ -477,35 +418,6 @@ def open_sql_state(cfg: Config, dst_uri: DatabaseURI, setup: dict, writer, revis
                            prepare=lambda: writer.prepare(revision))
 
 
-# Metric value columns: a -0.0 there becomes 0.0 on SQLite and MySQL/MariaDB, which store no
-# negative zero. MLflow's own SQL store never keeps -0.0 either (even PostgreSQL gets 0 from it);
-# the change is counted and reported. A -0.0 in any other column is refused by the writer, by name.
-ZERO_LOSSY = ("sqlite", "mysql")
-METRIC_VALUE_COLUMNS = {"metrics": "value", "latest_metrics": "value", "logged_model_metrics": "metric_value"}
-
-
-class NegativeZeros:
-    def __init__(self):
-        self.count: dict[str, int] = {}
-
-    def rows(self, table: str, columns: list[str]):
-        col = METRIC_VALUE_COLUMNS.get(table)
-        if col not in columns:
-            return None
-        i = columns.index(col)
-
-        def fix(rows):
-            out = []
-            for r in rows:
-                v = r[i]
-                if type(v) is float and v == 0.0 and str(v)[0] == "-":
-                    r = r[:i] + (0.0,) + r[i + 1:]
-                    self.count[table] = self.count.get(table, 0) + 1
-                out.append(r)
-            return out
-        return fix
-
-
 def fk_order(writer, tables: set[str], dry_run: bool) -> list[str]:
     """Parents before children, from the target schema's own foreign keys (MLflow's newer tables
     reference each other too: endpoint_bindings -> endpoints, ...)."""
@@ -524,29 +436,6 @@ def fk_order(writer, tables: set[str], dry_run: bool) -> list[str]:
     return sorted(tables, key=lambda t: (rank.get(t, len(rank)), load_rank(t)))
 
 
-def source_rows(source, table: str, wanted: list[str] | None, ids: IdMap, batch_size: int,
-                zeros: NegativeZeros | None = None, part: tuple | None = None):
-    """(columns, batches) of `table` as the target should get them: only columns the target
-    has (`wanted`, None = all), experiment ids remapped, metric -0.0 as 0.0 for SQLite."""
-    if isinstance(source, SqlSource):
-        t = source.schema.tables[table]
-        produced = [c.name for c in t.columns if not c.generated]
-        columns = [c for c in produced if wanted is None or c in wanted]
-        batches = source.stream(table, columns, batch_size, part=part)
-    else:
-        produced, batches = source.produce(table, batch_size)
-        if not produced:  # an empty collection names no fields: the table's rows have the target's columns
-            return list(wanted or []), iter(())
-        columns = [c for c in produced if wanted is None or c in wanted]
-        if columns != produced:
-            idx = [produced.index(c) for c in columns]
-            batches = ([tuple(r[i] for i in idx) for r in b] for b in batches)
-    for fix in (ids.rows(table, columns), zeros.rows(table, columns) if zeros else None):
-        if fix:
-            batches = map(fix, batches)
-    return columns, batches
-
-
 def _has_table(writer, table) -> bool:
     try:
         return table in writer.table_names()
@@ -554,179 +443,3 @@ def _has_table(writer, table) -> bool:
         return False
 
 
-def verify_sql_target(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Report,
-                      source=None, ids: IdMap | None = None, server: dict | None = None,
-                      progress=None) -> Verification:
-    """Count and checksum every table on the target (read in its own snapshot) against the rows
-    read from the source; name the differing rows of a table whose checksum differs. Tables in
-    `server` (copied byte for byte, PostgreSQL -> PostgreSQL) are checksummed by both servers."""
-    from dbmigrate.progress import Progress
-    progress = progress or Progress()
-    progress.start_step(f"verify ({cfg.verify})", len(set(checks) | set(server or {})), "tables")
-    t0 = time.perf_counter()
-    v = Verification(level=cfg.verify)
-    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout, role="target").open()
-    try:
-        tschema = target.inspect()
-        checks = dict(checks)
-        for table, columns in (server or {}).items():
-            progress.next(table)
-            checks.pop(table, None)
-            if not server_verify(source, target, table, columns, v, cfg, ids):
-                # servers of different versions: add up the source's rows here instead
-                checks[table] = source_checksum(source, table, columns, ids or IdMap({}), cfg.batch_size)
-        for table, (columns, expected) in checks.items():
-            progress.next(table)
-            cols = sorted(columns)
-            got = Checksum()
-            for rows in target.stream(table, cols, cfg.batch_size):
-                for r in rows:
-                    got.add(r)
-            same = (got.count, got.total) == (expected.count, expected.total)
-            v.counts.append(Check(f"{table}", got.count == expected.count,
-                                  f"source {expected.count:,}, target {got.count:,}"))
-            v.checksums.append({"name": table, "table": table, "source": str(expected), "target": str(got),
-                                "match": same, "rows": expected.count})
-            if not same:
-                if source is not None and cfg.verify in ("sample", "full"):
-                    v.failures += diff_rows(source, target, table, columns, tschema.tables[table].pk,
-                                            ids or IdMap({}), cfg.batch_size)
-                else:
-                    v.failures.append(f"{table}: checksum of the source rows ({expected}) differs from the "
-                                      f"target's ({got})")
-    finally:
-        target.close()
-        progress.end_step()
-    v.seconds = time.perf_counter() - t0
-    return v
-
-
-def server_verify(source, target, table: str, columns: list[str], v: Verification, cfg: Config,
-                  ids: IdMap | None) -> bool:
-    """Both PostgreSQL servers checksum the table's rows (dbmigrate.pgpipe.server_checksum), the
-    source in the migration's snapshot, at once. False when they are of different major versions
-    (their text forms of a value may differ), so the caller adds up the source's rows itself."""
-    from concurrent.futures import ThreadPoolExecutor
-    from dbmigrate import pgpipe
-    if pgpipe.server_major(source._conn) != pgpipe.server_major(target._conn):
-        return False
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        mine = pool.submit(pgpipe.server_checksum, source._conn, *source.select_sql(table, columns))
-        theirs = pool.submit(pgpipe.server_checksum, target._conn, *target.select_sql(table, columns))
-        (n_src, sum_src), (n_dst, sum_dst) = mine.result(), theirs.result()
-    same = (n_src, sum_src) == (n_dst, sum_dst)
-    v.counts.append(Check(table, n_src == n_dst, f"source {n_src:,}, target {n_dst:,}"))
-    v.checksums.append({"name": table, "table": table, "source": f"{n_src}:{sum_src} (server md5)",
-                        "target": f"{n_dst}:{sum_dst} (server md5)", "match": same, "rows": n_src})
-    if not same:
-        if cfg.verify in ("sample", "full"):
-            v.failures += diff_rows(source, target, table, columns, target.schema.tables[table].pk,
-                                    ids or IdMap({}), cfg.batch_size)
-        else:
-            v.failures.append(f"{table}: the servers' checksums differ (source {n_src:,} rows {sum_src}, "
-                              f"target {n_dst:,} rows {sum_dst})")
-    return True
-
-
-MAX_DIFF_ROWS = 500_000
-MAX_DIFFS = 50
-
-
-def diff_rows(source, target, table, columns, pk, ids: IdMap, batch_size) -> list[str]:
-    """Row-by-row differences of one table (both sides keyed by the primary key)."""
-    from dbmigrate.compare import same_value, show
-    if target.count(table) > MAX_DIFF_ROWS:
-        return [f"{table}: checksums differ; the table is too large to list its differing rows "
-                f"(more than {MAX_DIFF_ROWS:,})"]
-    key = [c for c in pk if c in columns] or columns
-    kidx = [columns.index(k) for k in key]
-
-    def keyed(batches):
-        out = {}
-        for b in batches:
-            for r in b:
-                k = tuple(r[i] for i in kidx)
-                out[k[0] if len(k) == 1 else k] = r
-        return out
-    _, sb = source_rows(source, table, columns, ids, batch_size,
-                        NegativeZeros() if target.dialect in ZERO_LOSSY else None)
-    left = keyed(sb)
-    right = keyed(target.stream(table, columns, batch_size))
-    out = []
-    for k in sorted(set(left) | set(right), key=repr):
-        a, b = left.get(k), right.get(k)
-        if a is None:
-            out.append(f"{table} key {k!r}: row on the target that the source does not have")
-        elif b is None:
-            out.append(f"{table} key {k!r}: row missing on the target")
-        else:
-            for c, x, y in zip(columns, a, b):
-                if not same_value(x, y):
-                    out.append(f"{table} key {k!r} field {c}: source {show(x)}, target {show(y)}")
-        if len(out) >= MAX_DIFFS:
-            out.append(f"{table}: ... (first {MAX_DIFFS} differences shown)")
-            break
-    return out
-
-
-def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
-    """`dbmigrate verify` with a SQL target: every table's rows, read afresh on both sides."""
-    from dbmigrate import pgpipe
-    source = open_source(cfg, src_uri)
-    target = None
-    try:
-        steps("read the source schema")
-        if isinstance(source, SqlSource):
-            revision = source.inspect().revision
-            source.orphans = cfg.orphans
-            report.snapshot = source.snapshot_id or ""
-        else:
-            revision = source.revision
-        target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout, role="target").open()
-        tschema = target.inspect()
-        if revision is None:
-            revision = tschema.revision
-        report.mlflow, report.revision = schema_version(revision).describe(), revision
-        if tschema.revision != revision:
-            from dbmigrate.errors import SchemaError
-            raise SchemaError(f"The target is at {schema_version(tschema.revision).describe()}, the source at "
-                              f"{schema_version(revision).describe()}: they cannot hold the same rows")
-        max_id = INT64_MAX if dst_uri.kind == "sqlite" else INT32_MAX
-        ids = IdMap(sql_experiment_map(source, max_id) if isinstance(source, SqlSource)
-                    else source.plan_experiment_ids(max_id))
-        if not isinstance(source, SqlSource):
-            source.target_has_analytics = "trace_name" in tschema.tables["trace_info"].column_names \
-                if "trace_info" in tschema.tables else True
-        steps("verify (%s): per-table checksums, source against target", cfg.verify)
-        have = set(source.schema.tables) if isinstance(source, SqlSource) else set(source.tables())
-        checks, server = {}, {}
-        same_pg = (isinstance(source, SqlSource) and source.dialect == "postgresql"
-                   and dst_uri.kind == "postgresql" and not ids)
-        for table in sorted(schema_version(revision).expected_tables, key=load_rank):
-            if table not in have:
-                continue
-            wanted = [c.name for c in tschema.tables[table].columns if not c.generated]
-            if same_pg and pgpipe.same_types(source._conn, target._conn, table, wanted):
-                server[table] = wanted  # both servers checksum their own rows
-                continue
-            checks[table] = source_checksum(source, table, wanted, ids, cfg.batch_size,
-                                            NegativeZeros() if dst_uri.kind in ZERO_LOSSY else None)
-        target.close()
-        report.verification = verify_sql_target(dst_uri, checks, cfg, report, source, ids, server)
-        steps("done")
-    finally:
-        if target is not None:
-            target.close()
-        source.close()
-
-
-def source_checksum(source, table: str, wanted: list[str], ids: IdMap, batch_size: int,
-                    zeros: NegativeZeros | None = None) -> tuple[list[str], Checksum]:
-    """(columns, Checksum) of the source's rows of `table` as the target should hold them."""
-    columns, batches = source_rows(source, table, wanted, ids, batch_size, zeros)
-    c = Checksum()
-    order = sorted(range(len(columns)), key=lambda i: columns[i])
-    for b in batches:
-        for r in b:
-            c.add(tuple(r[i] for i in order))
-    return columns, c

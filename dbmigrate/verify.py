@@ -12,7 +12,7 @@ from dbmigrate.plan import make_plan
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report
 from dbmigrate.uri import mask_uri
-from dbmigrate.validate import verify_mongo
+from dbmigrate.verification.mongo import verify_mongo
 
 log = logging.getLogger("dbmigrate")
 
@@ -30,7 +30,7 @@ def verify(cfg: Config) -> Report:
         from dataclasses import replace
         cfg = replace(cfg, verify="counts")
     if dst_uri.kind != "mongodb":
-        from dbmigrate.to_sql import verify_sql
+        from dbmigrate.verification.sql import verify_sql
         try:
             verify_sql(cfg, src_uri, dst_uri, report, Steps(3))
         except MigrationError as exc:

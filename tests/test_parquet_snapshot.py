@@ -294,13 +294,14 @@ def test_mlflow_backup_of_other_engines(mlflow_source, tmp_path, engine):
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_mlflow_snapshot_restores_into_sql(mlflow_snapshot, sql_db, engine):
-    """The snapshot feeds dbmigrate.to_sql's own functions (source_rows, source_checksum,
-    verify_sql_target) as a non-SQL source; stock MLflow then shows the same as on the source."""
+    """The snapshot feeds the SQL end's own functions (source_rows, expected_checksum,
+    verify_tables) as a non-SQL source; stock MLflow then shows the same as on the source."""
     from dbmigrate.config import Config
     from dbmigrate.mlflow_schema import schema_version
     from dbmigrate.report import Report
-    from dbmigrate.to_sql import (INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, fk_order,
-                                  source_checksum, source_rows, verify_sql_target)
+    from dbmigrate.sql_rows import INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, source_rows
+    from dbmigrate.to_sql import fk_order
+    from dbmigrate.verification.sql import expected_checksum, verify_tables
     from dbmigrate.uri import parse_uri
     from dbmigrate.writers.sql import SqlWriter
     from tests.test_sql_targets import _api, _same_api
@@ -319,10 +320,10 @@ def test_mlflow_snapshot_restores_into_sql(mlflow_snapshot, sql_db, engine):
         columns, batches = source_rows(snap, t, wanted, ids, 500, zeros())
         for rows in batches:
             writer.insert_rows(t, columns, rows, key_columns=snap.table(t).pk)
-        checks[t] = source_checksum(snap, t, wanted, ids, 500, zeros())
+        checks[t] = expected_checksum(snap, t, wanted, ids, 500, zeros())
     writer.advance_sequences(tables)
     writer.close()
-    v = verify_sql_target(dst, checks, Config(verify="full"), Report("restore", str(d), dst.masked, "sql"),
+    v = verify_tables(dst, checks, Config(verify="full"), Report("restore", str(d), dst.masked, "sql"),
                           snap, ids)
     assert v.passed and not v.failures and len(v.checksums) == len(tables) > 40
     assert all(c["match"] and c["rows"] > 0 for c in v.checksums)

@@ -202,7 +202,7 @@ class ParquetSnapshot:
 
     def plan_experiment_ids(self, max_id: int) -> dict:
         """Experiment ids the target's INTEGER cannot hold (an 18-digit FileStore id from SQLite)
-        -> the next free ids, in creation order; as dbmigrate.to_sql.sql_experiment_map does."""
+        -> the next free ids, in creation order; as dbmigrate.sql_rows.sql_experiment_map does."""
         if "experiments" not in self.schema:
             return {}
         rows = [r for b in self.rows("experiments", ["experiment_id", "creation_time"], 10_000) for r in b]

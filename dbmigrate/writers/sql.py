@@ -8,7 +8,7 @@ Afterwards sequences / AUTO_INCREMENT move past the copied ids.
 
 Values an engine cannot hold are refused by name, never changed: NaN, -0.0 and infinities on
 MySQL/MariaDB, NaN and -0.0 on SQLite (it stores -0.0 as 0 and NaN as NULL). (Metric values of
--0.0 are turned into 0.0 before they get here, counted and reported: see to_sql.NegativeZeros.)
+-0.0 are turned into 0.0 before they get here, counted and reported: see sql_rows.NegativeZeros.)
 """
 
 from __future__ import annotations
