@@ -55,23 +55,27 @@ class Steps:
 def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
     src = parse_uri(cfg.source, role="source")
     dst = parse_uri(cfg.target, role="target")
-    if src.kind == "mongodb" and dst.kind == "mongodb":
-        raise ConfigError("MongoDB to MongoDB is not supported: one side must be a SQL database",
-                          hint="to change layouts, go through a SQL database")
+    if src.kind == "mongodb" and dst.kind in ("mongodb", "parquet"):
+        raise ConfigError(f"MongoDB to {'MongoDB' if dst.kind == 'mongodb' else 'a Parquet snapshot'} is not "
+                          "supported: copy it into a SQL database first",
+                          hint="to change layouts or snapshot it, go through a SQL database")
     if same_database(src, dst):
         raise ConfigError(f"The source and the target are the same database ({src.masked} and {dst.masked})",
                           hint="point --target at another database; dbmigrate never writes to its source")
     if cfg.layout and dst.kind != "mongodb" and src.kind != "mongodb":
         raise ConfigError(f"--layout applies to MongoDB targets; the target {dst.masked} is {dst.kind}")
-    if getattr(cfg, "target_revision", None) and dst.kind == "mongodb":
-        raise ConfigError(f"--target-revision applies to SQL targets; the target {dst.masked} is "
-                          f"MongoDB, which has no MLflow schema revision (its marker document "
-                          f"records the source's revision)", hint="leave --target-revision out")
+    if getattr(cfg, "target_revision", None) and dst.kind in ("mongodb", "parquet"):
+        what = ("MongoDB, which has no MLflow schema revision (its marker document records the source's "
+                "revision)") if dst.kind == "mongodb" else "a Parquet snapshot, which keeps the source's revision"
+        raise ConfigError(f"--target-revision applies to SQL targets; the target {dst.masked} is {what}",
+                          hint="leave --target-revision out")
     return src, dst
 
 
 def layout_name(cfg: Config, dst: DatabaseURI) -> str:
-    return (cfg.layout or "mlflow-mongodb") if dst.kind == "mongodb" else f"SQL ({dst.kind})"
+    if dst.kind == "mongodb":
+        return cfg.layout or "mlflow-mongodb"
+    return "Parquet snapshot" if dst.kind == "parquet" else f"SQL ({dst.kind})"
 
 
 def migrate(cfg: Config) -> Report:
@@ -85,14 +89,9 @@ def migrate(cfg: Config) -> Report:
     dst_uri = None
     try:
         src_uri, dst_uri = open_endpoints(cfg)
-        layout = report.layout = layout_name(cfg, dst_uri)
-        if dst_uri.kind == "mongodb":
-            from dbmigrate.to_mongo import migrate_to_mongo
-            migrate_to_mongo(cfg, src_uri, dst_uri, layout, report, steps)
-        else:
-            from dbmigrate.to_sql import migrate_to_sql
-            steps.total = 7 if cfg.target_revision else 6
-            migrate_to_sql(cfg, src_uri, dst_uri, report, steps)
+        report.layout = layout_name(cfg, dst_uri)
+        from dbmigrate.orchestrator import run
+        run(cfg, src_uri, dst_uri, report, steps)
     except MigrationError as exc:
         report.error = exc.describe()
         report.exit_code = exc.exit_code

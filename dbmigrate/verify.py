@@ -30,9 +30,10 @@ def verify(cfg: Config) -> Report:
         from dataclasses import replace
         cfg = replace(cfg, verify="counts")
     if dst_uri.kind != "mongodb":
+        from dbmigrate.verification.snapshot import verify_snapshot
         from dbmigrate.verification.sql import verify_sql
         try:
-            verify_sql(cfg, src_uri, dst_uri, report, Steps(3))
+            (verify_snapshot if dst_uri.kind == "parquet" else verify_sql)(cfg, src_uri, dst_uri, report, Steps(3))
         except MigrationError as exc:
             report.error = exc.describe()
             report.exit_code = exc.exit_code

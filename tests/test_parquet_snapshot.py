@@ -300,7 +300,7 @@ def test_mlflow_snapshot_restores_into_sql(mlflow_snapshot, sql_db, engine):
     from dbmigrate.mlflow_schema import schema_version
     from dbmigrate.report import Report
     from dbmigrate.sql_rows import INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, source_rows
-    from dbmigrate.to_sql import fk_order
+    from dbmigrate.ends.sql import fk_order
     from dbmigrate.verification.sql import expected_checksum, verify_tables
     from dbmigrate.uri import parse_uri
     from dbmigrate.writers.sql import SqlWriter

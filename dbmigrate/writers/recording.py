@@ -100,3 +100,31 @@ class RecordingWriter:
 
     def close(self):
         self.target.close()
+
+
+class RecordingSqlWriter:
+    """The dry-run writer of a SQL target: the copy hands it every batch, as it would the real
+    writer, and it records rows and bytes per table; the target is only read (its schema, for the
+    columns a batch fills), never written."""
+
+    def __init__(self, target):
+        self.target = target  # a SqlWriter opened read-only
+        self.rows: dict[str, int] = {}
+        self.bytes = 0
+
+    def insert_rows(self, table: str, columns, rows: list[tuple], key_columns=()) -> None:
+        self.rows[table] = self.rows.get(table, 0) + len(rows)
+        self.bytes += sum(len(v) if isinstance(v, (str, bytes)) else 8 for r in rows for v in r)
+
+    def write(self, table: str, columns, rows: list[tuple]) -> None:
+        self.insert_rows(table, columns, rows)
+
+    def delete_part(self, table, part) -> int:
+        return 0
+
+    def summary(self) -> str:
+        return (f"{sum(self.rows.values()):,} rows into {len(self.rows)} tables, about "
+                f"{self.bytes / 1e6:,.1f} MB of values")
+
+    def __getattr__(self, name):  # reads go to the target
+        return getattr(self.target, name)

@@ -11,7 +11,7 @@ mlflow.runName tag, a deleted model version, a logged-model metric of each merge
 rows of the other tables once with tests/support/fill_all_tables.py (then frozen here).
 
 `snapshot(url)` runs the real planning and building code in-process (SqlSource.inspect,
-make_plan, iter_source_batches + build_documents per collection, to_mongo.merge_rows for the
+make_plan, iter_source_batches + build_documents per collection, ends.mongo.merge_rows for the
 logged-model metrics) for the layouts "tables" and "mlflow-mongodb", and returns, per table, the
 canonical extended JSON (bson.json_util, CANONICAL_JSON_OPTIONS: Int32/Int64/double/NaN/Binary/
 ObjectId pinned) of
@@ -1125,7 +1125,7 @@ def snapshot(url: str) -> dict[str, str]:
     """{table: golden JSON text} for the MLflow database at `url`, built by dbmigrate's own code."""
     from dbmigrate.assemble import Accounts, build_documents, fetch_children, iter_source_batches
     from dbmigrate.config import Config
-    from dbmigrate.to_mongo import merge_rows
+    from dbmigrate.ends.mongo import merge_rows
     from dbmigrate.plan import make_plan
     from dbmigrate.readers.sql import SqlSource
     from dbmigrate.uri import parse_uri
@@ -1190,7 +1190,7 @@ def _mlflow_mongodb_entry(plan, table, rep, source, target, own_doc, owners, bui
         mp = next(mp for mp in plan.merges if mp.table == table)
         d = build_documents(mp.plan, source, [tuple(rep[c] for c in mp.plan.columns)])[0]
         present = target.find_ids(mp.collection, [d["__match"], d["__match_nan"]])
-        if d["__match"] in present:          # the rule of dbmigrate.to_mongo.merge_rows
+        if d["__match"] in present:          # the rule of dbmigrate.ends.mongo.merge_rows
             _id = d["__match"]
         elif d["__match_nan"] in present and d.get("v") in (0, 0.0):
             _id = d["__match_nan"]
