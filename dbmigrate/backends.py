@@ -23,11 +23,17 @@ def _parquet_source(cfg: Config, uri: DatabaseURI):
     return ParquetSnapshot(uri.path).open()
 
 
+def _filestore_source(cfg: Config, uri: DatabaseURI):
+    from dbmigrate.readers.filestore import FileStoreSource
+    return FileStoreSource(uri.path).open()
+
+
 # URI kind -> opener of that source, read in one consistent snapshot.
 SOURCES = {
     "postgresql": _sql_source, "mysql": _sql_source, "sqlite": _sql_source,
     "mongodb": _mongo_source,
     "parquet": _parquet_source,
+    "file": _filestore_source,
 }
 
 

@@ -91,13 +91,19 @@ class PartRunner:
 def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
     end = target_end(cfg, dst_uri)
     steps.total = end.steps_total
-    source = state = None
+    source = staged = state = None
     progress = open_progress(cfg.progress)
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
         source = open_source(cfg, src_uri)
-        end.connect(source, report)
+        if end.needs_sql_source(source):  # a MongoDB end reads with SQL: stage the rows in SQLite first
+            from dbmigrate.staging import stage
+            source.close()
+            source = None
+            source = stage(cfg, src_uri, report)
+        end.connect(getattr(source, "source", source), report)
 
+        staged, source = source, getattr(source, "source", source)  # (staged: closing it removes the file)
         steps(*end.plan_step())
         setup = end.plan(source, report)  # raises for what the target cannot take, before any write
         if end.capabilities.durable_writes:
@@ -172,6 +178,8 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             state.close()
         if source is not None:
             source.close()
+        if staged is not None and staged is not source:
+            staged.close()
         end.close()
 
 

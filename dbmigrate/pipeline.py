@@ -55,10 +55,6 @@ class Steps:
 def open_endpoints(cfg: Config) -> tuple[DatabaseURI, DatabaseURI]:
     src = parse_uri(cfg.source, role="source")
     dst = parse_uri(cfg.target, role="target")
-    if src.kind == "mongodb" and dst.kind in ("mongodb", "parquet"):
-        raise ConfigError(f"MongoDB to {'MongoDB' if dst.kind == 'mongodb' else 'a Parquet snapshot'} is not "
-                          "supported: copy it into a SQL database first",
-                          hint="to change layouts or snapshot it, go through a SQL database")
     if same_database(src, dst):
         raise ConfigError(f"The source and the target are the same database ({src.masked} and {dst.masked})",
                           hint="point --target at another database; dbmigrate never writes to its source")

@@ -3,7 +3,7 @@
 FileStores are written once per session by MLflow's own client: 3.17.2 (this environment) and
 2.22.5 (its own virtualenv), through tests/support/make_filestore.py. The reader's rows are loaded
 into a SQLite database with MLflow's schema at the reader's revision (SqlWriter, as
-dbmigrate.to_sql does it, through the same source_rows/IdMap/NegativeZeros path); then MLflow
+the SQL end does it, through the same source_rows/IdMap/NegativeZeros path); then MLflow
 3.17.2 must answer the same from the mlruns directory and from the SQLite file, except where
 MLflow's own SQL store stores a value differently (infinities clamped, -0.0 as 0.0 in SQLite, a
 metric point logged twice kept once), which the comparison states explicitly.
@@ -21,7 +21,8 @@ from dbmigrate.errors import DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD
 from dbmigrate.model import CANONICAL_TYPES, Reader
 from dbmigrate.readers.filestore import MAX_DOUBLE, SCHEMA, FileStoreSource
-from dbmigrate.to_sql import INT32_MAX, IdMap, NegativeZeros, fk_order, source_rows
+from dbmigrate.ends.sql import fk_order
+from dbmigrate.sql_rows import INT32_MAX, IdMap, NegativeZeros, source_rows
 from dbmigrate.uri import parse_uri
 from dbmigrate.writers.sql import SqlWriter
 from tests.support.make_filestore import make_filestore

@@ -44,6 +44,10 @@ class MongoEnd:
         self.source_uri = ""
 
     # ------------------------------------------------------------------ connect and plan
+    def needs_sql_source(self, source) -> bool:
+        """Whether `source` must first be staged in SQLite (dbmigrate.staging) for this end."""
+        return not hasattr(source, "inspect")
+
     def connect(self, source, report: Report) -> None:
         if not hasattr(source, "inspect"):
             raise ConfigError(f"A MongoDB target takes a SQL source (PostgreSQL, MySQL/MariaDB, SQLite); "

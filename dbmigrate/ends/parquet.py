@@ -42,6 +42,10 @@ class ParquetEnd:
         self.per_table: dict[str, list] = {}
         self.checks: dict[str, Checksum] = {}
 
+    def needs_sql_source(self, source) -> bool:
+        """Whether `source` must first be staged in SQLite (dbmigrate.staging) for this end."""
+        return not isinstance(source, SqlSource) and not hasattr(source, "table")
+
     def connect(self, source, report: Report) -> None:
         if isinstance(source, SqlSource):
             s = source.inspect()

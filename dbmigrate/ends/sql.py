@@ -70,6 +70,10 @@ class SqlEnd:
         self.spans: dict[str, list] = {}
 
     # ------------------------------------------------------------------ connect and plan
+    def needs_sql_source(self, source) -> bool:
+        """Whether `source` must first be staged in SQLite (dbmigrate.staging) for this end."""
+        return False
+
     def connect(self, source, report: Report) -> None:
         cfg = self.cfg
         self.sql.ping()
@@ -89,8 +93,9 @@ class SqlEnd:
                 report.notes.append(f"the source was written by the mlflow-mongodb store and records no "
                                     f"MLflow schema revision; the target gets the installed MLflow's "
                                     f"newest schema ({schema_version(revision).describe()})")
-            report.layout = (f"from MongoDB ({source.layout} layout)" if self.cfg_source_kind(report) == "mongodb"
-                             else f"from a {source.layout}")
+            kind = self.cfg_source_kind(report)
+            report.layout = {"mongodb": f"from MongoDB ({source.layout} layout)", "parquet": "from a Parquet snapshot",
+                             "file": "from an MLflow FileStore"}.get(kind, f"from {source.layout}")
         self.revision = self.target_rev = revision
         self.version = schema_version(revision)
         report.mlflow, report.revision = self.version.describe(), revision
@@ -294,6 +299,7 @@ class SqlEnd:
             report.notes.append("infinite metric values were written as +-1.7976931348623157e308, as "
                                 "MLflow's SQL store writes them: " +
                                 ", ".join(f"{t}: {n}" for t, n in sorted(self.source.clamped.items())))
+        report.notes += list(getattr(self.source, "notes", None) or [])  # what a file-based reader saw
         if not cfg.dry_run:
             seq = self.sql.advance_sequences(self.tables)
             if seq:

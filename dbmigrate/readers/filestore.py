@@ -346,7 +346,7 @@ def _batched(rows: Iterator[tuple], n: int) -> Iterator[list[tuple]]:
 # ---------------------------------------------------------------------------- the reader
 class FileStoreSource:
     """A Reader (dbmigrate.model) of an mlruns directory, and the source surface
-    dbmigrate.to_sql asks of a non-SQL source (produce, count, tables, revision,
+    the SQL end (dbmigrate.ends.sql) asks of a non-SQL source (produce, count, tables, revision,
     plan_experiment_ids, layout, target_has_analytics, clamped, notes, close).
 
         src = FileStoreSource("/path/mlruns").open()     # or "file:///path/mlruns"
@@ -425,7 +425,7 @@ class FileStoreSource:
     def close(self) -> None:
         pass
 
-    # ------------------------------------------------------------------ what dbmigrate.to_sql asks
+    # ------------------------------------------------------------------ what the SQL end asks
     def produce(self, table: str, batch_size: int) -> tuple[list[str], Iterator[list[tuple]]]:
         """(columns, batches) of a whole table; ([], empty) for a table this source has not."""
         if table not in SCHEMA:
@@ -436,8 +436,8 @@ class FileStoreSource:
     def plan_experiment_ids(self, max_id: int) -> dict:
         """Experiment ids the target cannot hold (FileStore ids have 18-19 digits; INTEGER holds
         2**31-1) -> the next free ids after the largest that fits, in creation order (then id), as
-        dbmigrate.to_sql.sql_experiment_map does. The caller rewrites every experiment_id column
-        (dbmigrate.to_sql.IdMap); rows from produce() keep the FileStore's ids."""
+        dbmigrate.sql_rows.sql_experiment_map does. The caller rewrites every experiment_id column
+        (dbmigrate.sql_rows.IdMap); rows from produce() keep the FileStore's ids."""
         exps = [(e, (m.get("creation_time") or 0)) for e, _d, m in self._experiments()]
         fits = [e for e, _ in exps if 0 <= e <= max_id]
         nxt = max(fits, default=0) + 1
