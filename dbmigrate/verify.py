@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from dbmigrate.backends import open_source
 from dbmigrate.config import Config
 from dbmigrate.errors import MigrationError
 from dbmigrate.pipeline import Steps, finish, layout_name, open_endpoints
@@ -39,11 +40,17 @@ def verify(cfg: Config) -> Report:
             report.exit_code = exc.exit_code
         return finish(report, t0)
     steps = Steps(3)
-    source = writer = None
+    source = writer = staged = None
     try:
         from dbmigrate.writers.mongo import MongoWriter
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
-        source = SqlSource(src_uri, connect_timeout=cfg.connect_timeout).open()
+        source = open_source(cfg, src_uri)
+        if not isinstance(source, SqlSource):  # a snapshot, a FileStore: read through a staged SQLite copy
+            from dbmigrate.staging import stage
+            source.close()
+            source = None
+            staged = stage(cfg, src_uri, report)
+            source = staged.source
         writer = MongoWriter(dst_uri, timeout_ms=cfg.connect_timeout * 1000)
         writer.ping()
         schema = source.inspect()
@@ -69,6 +76,8 @@ def verify(cfg: Config) -> Report:
     finally:
         if source is not None:
             source.close()
+        if staged is not None:
+            staged.close()
         if writer is not None:
             writer.close()
     return finish(report, t0)
