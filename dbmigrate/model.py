@@ -53,9 +53,12 @@ class Capabilities:
     advances_sequences   `finalize` moves id generators past the copied ids.
     durable_writes       True: a `write` is durable when it returns, so a part may be checkpointed
                          as soon as its last write returns. False: rows are durable only when
-                         `finalize` returns; a killed run is redone from nothing (`prepare` clears
+                         `finalize` returns; a killed run is redone from nothing (`begin` clears
                          what it left), never resumed part by part.
-    keeps_negative_zero  -0.0 is stored as -0.0 (SQLite and MySQL store 0.0).
+    keeps_negative_zero  -0.0 is stored as -0.0. False: the engine would store 0.0 (SQLite,
+                         MySQL/MariaDB), so the writer refuses -0.0 with a DataError naming
+                         table, column and key; a caller that accepts 0.0 converts it first and
+                         reports it (as dbmigrate.to_sql.NegativeZeros does).
     fast_paths           names of (reader, writer) shortcuts this writer offers, e.g.
                          "postgresql-binary-copy"; the orchestrator uses one only when the reader
                          declares the same name.
@@ -105,15 +108,25 @@ class Reader(Protocol):
 
 @runtime_checkable
 class Writer(Protocol):
-    """One target. The orchestrator calls: prepare once, then write (and delete_part on a rerun
-    of a part) per table in parent-before-child order, then finalize once, then close."""
+    """One target. The orchestrator calls: begin once, then write (and delete_part on a rerun
+    of a part) per table in parent-before-child order, then finalize once, then close.
+
+    The first step is `begin(schema, revision)`, not `prepare`: the writers' existing `prepare`
+    methods are their orchestrators' and differ (SqlWriter.prepare(revision, *, dry_run) makes
+    MLflow's schema by MLflow's migrations; SnapshotWriter.prepare(schema, revision)), so no
+    one `prepare` signature fits them all without breaking a caller. `begin` is what every
+    writer honours; a writer's own `prepare` may be what its `begin` calls."""
 
     capabilities: Capabilities
 
-    def prepare(self, schema: Mapping[str, Table], revision: str) -> None:
-        """Make the target ready for these tables at MLflow revision `revision` (schema made or
-        checked). Refuses (TargetNotEmpty) a target that already holds a complete copy; clears
-        what an interrupted run of its own left when the target cannot resume it."""
+    def begin(self, schema: Mapping[str, Table], revision: str | None) -> None:
+        """Make the target ready for these tables (columns with type tags, primary keys) at MLflow
+        revision `revision` (None: no MLflow revision to make; the tables are taken as they are).
+        A writer that makes its target's schema makes it here (the snapshot: from `schema`; SQL:
+        MLflow's migrations at `revision`, never from `schema`); every writer checks that each
+        table of `schema` has a place with each of its columns, else SchemaError. Refuses
+        (TargetNotEmpty) a target that already holds a complete copy; clears what an interrupted
+        run of its own left when the target cannot resume it (`durable_writes` False)."""
 
     def write(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         """Add `rows` (canonical values, in the order of `columns`) to `table`. Durable when it

@@ -1,48 +1,23 @@
 """Backup and restore through the declared ends (dbmigrate.model), not yet wired to the CLI.
 
 `copy_tables(reader, writer)` is the straight line a batch takes: reader.rows -> writer.write, table
-by table, parents first, then writer.finalize. `SqlReader` presents a SqlSource as a Reader;
+by table, parents first, then writer.finalize (any Reader, any Writer of dbmigrate.model);
 `backup(uri, directory)` writes a Parquet snapshot of a SQL database in one read snapshot;
 `compare(reader, snapshot)` checks a database against its snapshot by the verifier's checksums.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from dbmigrate.model import Part, Reader, Table, Writer
+from dbmigrate.model import Reader, Writer
 from dbmigrate.readers.sql import SqlSource
 
 
-class SqlReader:
-    """A SqlSource as a Reader: one REPEATABLE READ (or consistent) snapshot for every read."""
-
-    def __init__(self, source: SqlSource):
-        self.source = source
-        self.revision: str | None = None
-
-    def open(self) -> "SqlReader":
-        if self.source._conn is None:
-            self.source.open()
-        self.revision = (self.source.schema or self.source.inspect()).revision
-        return self
-
-    def tables(self) -> list[str]:
-        from dbmigrate.mlflow_schema import load_rank
-        return sorted(self.source.schema.tables, key=load_rank)
-
-    def table(self, name: str) -> Table:
-        return self.source.schema.tables[name]
-
-    def count(self, table: str, part: Part = None) -> int:
-        return self.source.count(table, part)
-
-    def rows(self, table: str, columns: Sequence[str], batch_size: int,
-             part: Part = None) -> Iterator[list[tuple]]:
-        return self.source.stream(table, columns, batch_size, part=part)
-
-    def close(self) -> None:
-        self.source.close()
+def SqlReader(source: SqlSource) -> SqlSource:
+    """A SqlSource is a Reader itself (dbmigrate.readers.sql); kept so that
+    `SqlReader(SqlSource(uri)).open()` still reads."""
+    return source
 
 
 def copy_tables(reader: Reader, writer: Writer, *, batch_size: int = 10_000,
@@ -50,7 +25,7 @@ def copy_tables(reader: Reader, writer: Writer, *, batch_size: int = 10_000,
     """Every table of `reader` (or those named) into `writer`, all columns; returns finalize's stats."""
     names = [t for t in reader.tables() if tables is None or t in tables]
     schema = {t: reader.table(t) for t in names}
-    writer.prepare(schema, reader.revision)
+    writer.begin(schema, reader.revision)
     for t in names:
         columns = [c.name for c in schema[t].columns]
         for rows in reader.rows(t, columns, batch_size):
@@ -62,7 +37,7 @@ def backup(uri: str, directory: str, *, batch_size: int = 10_000, overwrite: boo
     """A Parquet snapshot of the SQL database at `uri` in `directory`; finalize's stats."""
     from dbmigrate.uri import parse_uri
     from dbmigrate.writers.parquet import SnapshotWriter
-    reader = SqlReader(SqlSource(parse_uri(uri, role="source"))).open()
+    reader = SqlSource(parse_uri(uri, role="source")).open()
     writer = SnapshotWriter(directory, overwrite=overwrite)
     try:
         return copy_tables(reader, writer, batch_size=batch_size)

@@ -23,7 +23,7 @@ import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, ServerSelectionTimeoutError
 
 from dbmigrate import converters as cv
-from dbmigrate.errors import ConnectionFailed, DataError, SchemaError
+from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.uri import DatabaseURI, mask_text
 
@@ -202,6 +202,163 @@ class MongoSource:
         if coll not in self.collections:
             return iter(())
         return self.db[coll].find(query or {}, projection, batch_size=5000)
+
+    # ------------------------------------------------------------------ the Reader protocol
+    # (dbmigrate.model.Reader; MongoReader below completes it with an exact count). Type tags:
+    # the schema the tables-layout writer recorded in the marker (MongoTablesWriter), else
+    # MLflow's own schema at the revision (mlflow_tables), never typed by hand.
+    def table(self, name: str):
+        from dbmigrate.model import Column, Table
+        recorded = (self.marker or {}).get("schema") or {}
+        if name in recorded:
+            entry = recorded[name]
+            return Table(name, [Column(c, t, bool(n)) for c, t, n in entry["columns"]],
+                         list(entry.get("primary_key") or []))
+        revision = self.revision
+        if revision is None:
+            from dbmigrate.sql_schema import installed_head
+            revision = installed_head()  # what a SQL target of a store-written database gets
+        mlflow = mlflow_tables(revision).get(name)
+        if mlflow is None or name not in self.tables():
+            raise SchemaError(f"No table {name!r} in the source (or in MLflow's schema at {revision}) "
+                              "to take its column types from", table=name)
+        if self._copy_of(name) or self.layout == "tables":
+            return mlflow
+        wanted = MLFLOW_TABLES[name][0]
+        return Table(name, [c for c in mlflow.columns if c.name in wanted], list(mlflow.pk), mlflow.indexes)
+
+    def rows(self, table: str, columns, batch_size: int, part=None) -> Iterator[list[tuple]]:
+        """The table's rows as canonical values (BSON int64 -> int, binary -> bytes, a whole
+        number in a float column -> float) in the order of `columns`. A key range `part` is
+        read from tables-form collections only: rows rebuilt from embedded documents have no
+        key order to cut, so one is refused (MigrationError)."""
+        t = self.table(table)
+        columns = list(columns)
+        unknown = [c for c in columns if t.column(c) is None]
+        if unknown:
+            raise SchemaError(f"The source table has no column {unknown[0]!r}", table=table, column=unknown[0])
+        fix = _canonical_fixes([t.column(c).type for c in columns])
+        coll = self._copy_of(table)
+        if coll:
+            gen = self._rows_of_collection(coll, table, columns, batch_size, part)
+        elif part is not None:
+            raise MigrationError(f"The {self.layout} layout cannot read {table} by key range {part!r}: "
+                                 "its rows are rebuilt from embedded documents; read the whole table",
+                                 table=table)
+        else:
+            produced, batches = self.produce(table, batch_size)
+            idx = [produced.index(c) for c in columns]
+            gen = ([tuple(r[i] for i in idx) for r in b] for b in batches)
+        for batch in gen:
+            yield [fix(r) for r in batch] if fix else batch
+
+    def _range_query(self, part) -> dict:
+        if not part:
+            return {}
+        column, lo, hi = part
+        cond = {k: v for k, v in (("$gte", lo), ("$lt", hi)) if v is not None}
+        return {column: cond} if cond else {}
+
+    def _rows_of_collection(self, coll: str, table: str, columns: list[str], batch_size: int, part):
+        remap = "experiment_id" in columns and bool(self.remapped)
+        idx = columns.index("experiment_id") if remap else None
+        batch = []
+        for d in self.db[coll].find(self._range_query(part), {c: 1 for c in columns}, batch_size=batch_size):
+            try:
+                row = [d[c] for c in columns]
+            except KeyError as exc:
+                raise DataError(f"Document {d.get('_id')!r} of {coll} lacks field {exc.args[0]!r}; "
+                                "a tables-layout document has every column", table=table,
+                                column=exc.args[0]) from None
+            if remap:
+                row[idx] = self.exp_id(row[idx])
+            batch.append(tuple(row))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def exact_count(self, table: str, part=None) -> int:
+        """Exactly the rows rows(table, ..., part) yields: counted by the server for
+        tables-form collections, by reading for rows rebuilt from embedded documents."""
+        coll = self._copy_of(table)
+        if coll:
+            return self.db[coll].count_documents(self._range_query(part))
+        if part is not None:
+            raise MigrationError(f"The {self.layout} layout cannot count {table} by key range", table=table)
+        if self.layout != "mlflow-mongodb" or table not in MLFLOW_TABLES:
+            return 0
+        return sum(len(b) for b in self.produce(table, 10_000)[1])
+
+
+class MongoReader(MongoSource):
+    """A MongoSource that is a Reader (dbmigrate.model) to the letter: `count` is exact.
+    MongoSource.count keeps its own contract (an estimate, None for rows rebuilt from embedded
+    documents), which dbmigrate.to_sql relies on (`_direct`)."""
+
+    def count(self, table: str, part=None) -> int:  # noqa: D102 - the protocol's
+        return self.exact_count(table, part)
+
+    def tables(self) -> list[str]:
+        """As MongoSource.tables, plus the tables the tables-layout writer recorded (an empty
+        table's collection may be missing when another writer made the layout)."""
+        recorded = (self.marker or {}).get("schema") or {}
+        return sorted(set(super().tables()) | set(recorded), key=load_rank)
+
+
+_MLFLOW_SCHEMAS: dict = {}
+
+
+def mlflow_tables(revision: str) -> dict:
+    """MLflow's tables at `revision` with their type tags: the schema MLflow's own migrations
+    make (dbmigrate.sql_schema.create_schema, into a temporary SQLite file), reflected as any
+    SQL source is; once per revision and process. Needs MLflow, as a SQL target does."""
+    if revision not in _MLFLOW_SCHEMAS:
+        import tempfile
+        from dbmigrate.readers.sql import SqlSource
+        from dbmigrate.sql_schema import create_schema
+        from dbmigrate.uri import parse_uri
+        with tempfile.TemporaryDirectory(prefix="dbmigrate-schema-") as d:
+            url = f"sqlite:///{d}/mlflow.db"
+            create_schema(url, revision)
+            src = SqlSource(parse_uri(url, role="source")).open()
+            try:
+                _MLFLOW_SCHEMAS[revision] = src.inspect().tables
+            finally:
+                src.close()
+    return _MLFLOW_SCHEMAS[revision]
+
+
+def _canonical_fixes(tags: list[str]):
+    """A function making a row's values canonical (dbmigrate.model) from what pymongo gives,
+    or None when nothing can need it."""
+    fixes = [(i, fn) for i, fn in ((i, _FIX.get(t)) for i, t in enumerate(tags)) if fn]
+    if not fixes:
+        return None
+
+    def fix(row):
+        row = list(row)
+        for i, fn in fixes:
+            if row[i] is not None:
+                row[i] = fn(row[i])
+        return tuple(row)
+    return fix
+
+
+def _fix_int(v):
+    return int(v) if type(v) is not int and isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _fix_float(v):
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _fix_bytes(v):
+    return bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) and type(v) is not bytes else v
+
+
+_FIX = {"int": _fix_int, "float": _fix_float, "decimal": _fix_float, "bytes": _fix_bytes}
 
 
 def _batched(rows, n):

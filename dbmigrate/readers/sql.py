@@ -498,6 +498,51 @@ class SqlSource:
             out.extend(self.query(sql, tuple(chunk) + tuple(extra_params), table=table))
         return normalize(out) if normalize else out
 
+    # ------------------------------------------------------------------ the Reader protocol
+    # (dbmigrate.model.Reader). open() and count() above already are the protocol's; the schema
+    # is reflected at the first call that needs it (orchestrators call inspect() themselves, and
+    # worker processes are given the parent's), in the snapshot's transaction.
+    @property
+    def revision(self) -> str | None:
+        """MLflow's alembic revision of the source (None before open())."""
+        if self.schema is None and self._conn is None:
+            return None
+        return self._reflected().revision
+
+    @property
+    def fast_paths(self) -> frozenset[str]:
+        """Shortcuts this reader offers a writer that declares the same name
+        (dbmigrate.model.Capabilities.fast_paths): PostgreSQL's binary COPY (copy_out_sql)."""
+        return frozenset({"postgresql-binary-copy"}) if self.dialect == "postgresql" else frozenset()
+
+    def _reflected(self) -> SourceSchema:
+        if self.schema is None:
+            if self._conn is None:
+                raise MigrationError(f"The {self.role} {self.uri.masked} is not open: call open() first")
+            self.inspect()
+        return self.schema
+
+    def tables(self) -> list[str]:
+        """The source's tables, parents before children (dbmigrate.mlflow_schema.load_rank)."""
+        from dbmigrate.mlflow_schema import load_rank
+        return sorted(self._reflected().tables, key=load_rank)
+
+    def table(self, name: str) -> Table:
+        tables = self._reflected().tables
+        if name not in tables:
+            raise SchemaError(f"The {self.role} has no table {name!r}", table=name)
+        return tables[name]
+
+    def rows(self, table: str, columns: Sequence[str], batch_size: int,
+             part: tuple | None = None) -> Iterator[list[tuple]]:
+        """`stream`: the rows of one part in batches of canonical values (dbmigrate.model)."""
+        t = self.table(table)
+        unknown = [c for c in columns if t.column(c) is None]
+        if unknown:
+            raise SchemaError(f"The {self.role} table has no column {unknown[0]!r}", table=table,
+                              column=unknown[0])
+        return self.stream(table, columns, batch_size, part=part)
+
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 

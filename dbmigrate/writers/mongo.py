@@ -335,3 +335,125 @@ def _hashable(v):
     if isinstance(v, list):
         return tuple(_hashable(x) for x in v)
     return v
+
+
+# ----------------------------------------------------------------------------- the Writer protocol
+class MongoTablesWriter:
+    """A Writer (dbmigrate.model) of the lossless `tables` layout: one collection per table, the
+    same documents dbmigrate.to_mongo writes for that layout (schema_maps/tables.json compiled by
+    dbmigrate.plan.tables_spec, converters of dbmigrate.converters), through a MongoWriter.
+
+    The marker document (`_dbmigrate_meta`, _id "migration") says layout `tables`, the MLflow
+    revision, the status, and the schema it was given (columns with type tags, primary keys), so
+    dbmigrate.readers.mongo reads every table back with its exact types."""
+
+    def __init__(self, uri: DatabaseURI, *, timeout_ms: int = 10_000, flavor: str = "auto"):
+        self.mongo = MongoWriter(uri, timeout_ms=timeout_ms, flavor=flavor)
+        self.plans: dict = {}
+        self.schema: dict = {}
+        self.revision: str | None = None
+        self._caps = None
+
+    @property
+    def capabilities(self):
+        from dbmigrate.model import Capabilities
+        if self._caps is None:
+            secantus = bool(self.mongo.ping().get("secantus"))
+            self._caps = Capabilities(
+                # SecantusDB deadlocks under concurrent writes (see dbmigrate.to_mongo).
+                parallel_writers=1 if secantus else None,
+                unique_indexes_first=self.mongo.is_cosmos,
+                durable_writes=True,        # acknowledged with j=True before write returns
+                keeps_negative_zero=True)   # a BSON double keeps every bit
+        return self._caps
+
+    def begin(self, schema, revision: str | None) -> None:
+        """Compile each table's collection; refuse (TargetNotEmpty) a complete copy or foreign
+        data; accept an interrupted run of this layout (its parts are cleared by delete_part);
+        record the marker (status "running") and make every collection, empty ones too."""
+        from dbmigrate.plan import tables_spec
+        from dbmigrate.schema_maps import compile_collection, load_map
+        rules = load_map("tables")
+        self.marker = rules.get("marker_collection", "_dbmigrate_meta")
+        self.schema, self.revision = dict(schema), revision
+        self.plans = {name: compile_collection(tables_spec(t, rules, name), t, target_name=name,
+                                               tables=self.schema)
+                      for name, t in self.schema.items()}
+        found = self.mongo.db[self.marker].find_one({"_id": "migration"})
+        if found and (found.get("status") == "complete" or found.get("layout") != "tables"):
+            raise TargetNotEmpty(f"The target database {self.mongo.db.name!r} already holds a "
+                                 f"{found.get('status')} copy in the {found.get('layout')} layout",
+                                 hint="point the target at an empty database, or drop it first")
+        if not found:
+            self.mongo.require_empty(list(self.plans), self.marker)
+        existing = set(self.mongo.db.list_collection_names())
+        for name in self.plans:
+            if name not in existing:
+                self.mongo.db.create_collection(name)
+        if self.mongo.is_cosmos:
+            for name, cp in self.plans.items():
+                self.mongo.create_indexes(name, [i for i in cp.spec.get("indexes", []) if i.get("unique")])
+        self._marker("running")
+
+    def _marker(self, status: str) -> None:
+        import datetime as dt
+        from dbmigrate import __version__
+        self.mongo.write_marker(self.marker, {
+            "_id": "migration", "layout": "tables", "tool": f"dbmigrate {__version__}",
+            "source_revision": self.revision, "status": status,
+            "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "schema": {name: {"columns": [[c.name, c.type, c.nullable] for c in t.columns],
+                              "primary_key": list(t.pk)} for name, t in self.schema.items()}})
+
+    def write(self, table: str, columns, rows: list[tuple]) -> None:
+        """Rows of canonical values -> the tables-layout documents -> one unordered bulk insert
+        (a rerun's identical documents are skipped, see MongoWriter). A value of a type its column
+        does not allow is refused, never converted (the converters would turn 1 into True)."""
+        from dbmigrate.assemble import build_documents
+        from dbmigrate.model import CANONICAL_TYPES
+        cp = self.plans.get(table)
+        if cp is None:
+            raise MigrationError(f"Table {table!r} was not in the schema given to begin()", table=table)
+        if not rows:
+            return
+        columns = list(columns)
+        missing = [c for c in cp.columns if c not in columns]
+        if missing:
+            raise DataError(f"The rows lack columns {missing}: a tables-layout document has every column",
+                            table=table, column=missing[0])
+        t = self.schema[table]
+        kidx = [columns.index(k) for k in t.pk if k in columns]
+        for i, name in enumerate(columns):
+            col = t.column(name)
+            allowed = CANONICAL_TYPES[col.type] if col else ()
+            for row in rows:
+                v = row[i]
+                if v is not None and type(v) not in allowed:
+                    k = tuple(row[j] for j in kidx)
+                    raise DataError(f"{type(v).__name__} value {v!r:.60} in a column of type "
+                                    f"{col.type if col else 'unknown'}; nothing is converted silently",
+                                    table=table, column=name, key=(k[0] if len(k) == 1 else k) or None)
+        order = [columns.index(c) for c in cp.columns]
+        if order != list(range(len(columns))):
+            rows = [tuple(r[j] for j in order) for r in rows]
+        self.mongo.write(table, build_documents(cp, None, rows))
+
+    def delete_part(self, table: str, part) -> int:
+        return self.mongo.delete_part(table, part[0] if part else None, part)
+
+    def finalize(self) -> dict:
+        """Build each collection's indexes (after the data), mark the copy complete; returns
+        {table: {"rows": documents in the collection, "indexes": n}}."""
+        out = {}
+        for name, cp in self.plans.items():
+            results = self.mongo.create_indexes(name, cp.spec.get("indexes", []))
+            bad = [r for r in results if not r.ok]
+            if bad:
+                raise MigrationError(f"Index {bad[0].name} is not as specified: {bad[0].detail}", table=name)
+            out[name] = {"rows": self.mongo.db[name].count_documents({}), "indexes": len(results)}
+        self._marker("complete")
+        return out
+
+    def close(self) -> None:
+        if self.mongo is not None:
+            self.mongo.close()

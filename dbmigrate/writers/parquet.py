@@ -99,6 +99,12 @@ class SnapshotWriter:
             f.write("a dbmigrate Parquet snapshot; incomplete until manifest.json exists\n")
         self.schema, self.revision = dict(schema), revision
 
+    def begin(self, schema: Mapping[str, Table], revision: str | None) -> None:
+        """The Writer protocol's first step (dbmigrate.model.Writer): `prepare`. A snapshot is
+        made from `schema` itself; an incomplete one (of an interrupted run) is cleared, since
+        rows are durable only at `finalize` (capabilities.durable_writes is False)."""
+        self.prepare(schema, revision)
+
     def _clear(self, entries: list[str]) -> None:
         """Remove an incomplete snapshot (or, when told to overwrite, a complete one): the
         manifest first, so a kill in the middle leaves an incomplete snapshot, never a wrong one."""

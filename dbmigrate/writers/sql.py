@@ -17,12 +17,17 @@ import contextlib
 import io
 import logging
 import math
+import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError, TransientError
+from dbmigrate.errors import (ConnectionFailed, DataError, MigrationError, SchemaError, TargetNotEmpty,
+                              TransientError)
+from dbmigrate.model import Capabilities
+from dbmigrate.readers.sql import Table
 from dbmigrate.netbounds import bounded_engine
 from dbmigrate.uri import DatabaseURI, mask_text
 
@@ -560,6 +565,240 @@ class SqlWriter:
                 cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the one checkpoint (see connect())
             finally:
                 cur.close()
+
+    # ------------------------------------------------------------------ the Writer protocol
+    # (dbmigrate.model.Writer): begin -> write / delete_part -> finalize -> close. The methods
+    # above are the orchestrators' and keep their signatures; these are built on them.
+    @property
+    def capabilities(self) -> Capabilities:
+        """True statements about this target, each checked by tests/test_conformance.py."""
+        return Capabilities(
+            # SQLite: one writer at a time (a file lock, see _sqlite_write_lock).
+            parallel_writers=1 if self.dialect == "sqlite" else None,
+            advances_sequences=True,   # finalize: sequences / AUTO_INCREMENT (SQLite's rowid by itself)
+            durable_writes=True,       # each write is one committed transaction
+            keeps_negative_zero=self.dialect == "postgresql",  # the others store 0.0: refused
+            fast_paths=frozenset({"postgresql-binary-copy"}) if self.dialect == "postgresql" else frozenset())
+
+    def begin(self, schema: Mapping[str, Table], revision: str | None) -> None:
+        """With a revision, `prepare(revision)`: MLflow's own migrations make the schema (or
+        check an existing one, refusing one with data). Tables are never made from `schema`
+        (see dbmigrate.sql_schema); with revision None they must exist already and be empty.
+        Then every table of `schema` must be in the target with each of its columns."""
+        if revision is not None:
+            self.prepare(revision)
+        self._tables = None
+        self._columns.clear()
+        present = self.table_names()
+        for name, table in schema.items():
+            if name not in present:
+                raise SchemaError("The target has no such table", table=name,
+                                  hint="a SQL target's tables are made by MLflow's migrations")
+            have = self.table_columns(name)
+            missing = [c.name for c in table.columns if c.name not in have]
+            if missing:
+                raise SchemaError(f"The target table lacks columns {missing}", table=name, column=missing[0])
+            if revision is None and self._has_rows(name):
+                raise TargetNotEmpty("The target table already holds rows", table=name,
+                                     hint="give empty tables, or delete_part(table, None) first")
+        self._proto = {"schema": dict(schema), "types": {}, "written": set()}
+
+    def _has_rows(self, table: str) -> bool:
+        cur = self.connect().cursor()
+        try:
+            cur.execute(f"SELECT 1 FROM {self.q(table)} LIMIT 1")
+            return cur.fetchone() is not None
+        finally:
+            cur.close()
+            self.connect().commit()
+
+    def _protocol(self) -> dict:
+        if getattr(self, "_proto", None) is None:
+            self._proto = {"schema": {}, "types": {}, "written": set()}
+        return self._proto
+
+    def key_columns(self, table: str) -> list[str]:
+        """The table's primary key: as begin() was told, else the target's own."""
+        known = self._protocol()["schema"].get(table)
+        if known is not None and known.pk:
+            return list(known.pk)
+        with self.engine.connect() as conn:
+            return list(sa.inspect(conn).get_pk_constraint(table).get("constrained_columns") or [])
+
+    def write(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """insert_rows, after refusing (DataError naming table, column and key) every value the
+        target column would not give back exactly: a type other than the column's canonical
+        one, and each engine's silent changes (see _exact_checks)."""
+        columns = list(columns)
+        key = self.key_columns(table)
+        self._check_exact(table, columns, rows, key)
+        self.insert_rows(table, columns, rows, key)
+        self._protocol()["written"].add(table)
+
+    def finalize(self) -> dict:
+        """Move id generators past the copied ids and refresh statistics; every write was
+        already committed. Returns {table: {"rows": rows in the table, "inserted": n, ...}}."""
+        written = sorted(self._protocol()["written"])
+        done = self.advance_sequences(written)
+        self.analyze()
+        out = {}
+        cur = self.connect().cursor()
+        try:
+            for t in written:
+                cur.execute(f"SELECT COUNT(*) FROM {self.q(t)}")
+                st = self.stats.get(t) or SqlWriteStats()
+                out[t] = {"rows": int(cur.fetchone()[0]), "inserted": st.inserted, "batches": st.batches,
+                          "sequences": [d for d in done if d.startswith(t) or f"{t}_" in d]}
+        finally:
+            cur.close()
+            self.connect().commit()
+        return out
+
+    def _column_types(self, table: str) -> dict:
+        """Column name -> (type tag, reflected SQLAlchemy type, SQLite declared type)."""
+        cache = self._protocol()["types"]
+        if table not in cache:
+            from dbmigrate.readers.sql import _type_tag
+            with self.engine.connect() as conn:
+                cols = sa.inspect(conn).get_columns(table)
+                declared = {}
+                if self.dialect == "sqlite":
+                    declared = {r[1]: (r[2] or "") for r in
+                                conn.exec_driver_sql(f"PRAGMA table_info({self.q(table)})").fetchall()}
+            cache[table] = {c["name"]: (_type_tag(c["type"])[0], c["type"], declared.get(c["name"], ""))
+                            for c in cols}
+        return cache[table]
+
+    def _check_exact(self, table: str, columns: list[str], rows: list[tuple], key_columns) -> None:
+        from dbmigrate.model import CANONICAL_TYPES
+        types = self._column_types(table)
+        kidx = [columns.index(k) for k in key_columns if k in columns]
+        for i, name in enumerate(columns):
+            if name not in types:
+                raise SchemaError("The target table has no such column", table=table, column=name)
+            tag, sa_type, declared = types[name]
+            allowed = CANONICAL_TYPES[tag]
+            check = _exact_check(self.dialect, tag, sa_type, declared)
+            for row in rows:
+                v = row[i]
+                if v is None:
+                    continue
+                why = (None if type(v) in allowed else
+                       f"{type(v).__name__} value {v!r:.60} in a column of type {tag}") or (check and check(v))
+                if why:
+                    k = tuple(row[j] for j in kidx)
+                    raise DataError(f"The target cannot hold this value exactly: {why}", table=table,
+                                    column=name, key=(k[0] if len(k) == 1 else k) or None,
+                                    hint="nothing is converted silently; choose a target that holds it")
+
+
+# ----------------------------------------------------------------------------- exactness rules
+_NUMERIC_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+_INT_RANGE = {"SMALLINT": 2**15, "INTEGER": 2**31, "INT": 2**31, "MEDIUMINT": 2**23, "TINYINT": 2**7}
+_MYSQL_TEXT_BYTES = {"TINYTEXT": 255, "TEXT": 65_535, "MEDIUMTEXT": 16_777_215,
+                     "TINYBLOB": 255, "BLOB": 65_535, "MEDIUMBLOB": 16_777_215}
+
+
+def _sqlite_affinity(declared: str) -> str:
+    """SQLite's column affinity from the declared type (sqlite.org/datatype3.html, 3.1)."""
+    d = declared.upper()
+    if "INT" in d:
+        return "INTEGER"
+    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in d or not d:
+        return "BLOB"
+    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def _exact_check(dialect: str, tag: str, sa_type, declared: str):
+    """A function value -> why the column would not give it back exactly (None: it would), for
+    what the engine changes without an error; None when there is nothing to check. (NaN, +-inf
+    and -0.0 in float columns on MySQL/SQLite are refused by SqlWriter._check_values.)"""
+    name = type(sa_type).__name__.upper()
+    checks = []
+    if tag in ("str", "json", "date", "datetime") and dialect == "sqlite" \
+            and _sqlite_affinity(declared) in ("INTEGER", "REAL", "NUMERIC"):
+        # A column of numeric affinity turns text that looks like a number into a number.
+        checks.append(lambda v: _NUMERIC_TEXT.fullmatch(v) and
+                      f"SQLite stores the text {v!r:.40} as a number in a column declared {declared}")
+    if tag in ("str", "json") and dialect == "postgresql":
+        checks.append(lambda v: "\x00" in v and "PostgreSQL text cannot hold the NUL character")
+    if tag in ("str", "json", "bytes") and dialect in ("postgresql", "mysql"):
+        length = getattr(sa_type, "length", None)
+        if length and name not in _MYSQL_TEXT_BYTES:
+            checks.append(lambda v: len(v) > length and f"{len(v)} characters in a column of {length}")
+        limit = _MYSQL_TEXT_BYTES.get(name) if dialect == "mysql" else None
+        if limit:
+            checks.append(lambda v: len(v.encode() if isinstance(v, str) else v) > limit and
+                          f"{name} holds at most {limit:,} bytes")
+    if tag == "int" and dialect != "sqlite" and name in _INT_RANGE:
+        top = _INT_RANGE[name]
+        checks.append(lambda v: not -top <= v < top and f"{v} is out of range for {name}")
+    if tag == "decimal":
+        checks.append(_decimal_check(dialect, sa_type))
+    if tag == "date":
+        checks.append(lambda v: _iso_date(v) != v and f"{v!r} is not a canonical ISO date")
+    if tag == "datetime":
+        checks.append(_datetime_check(dialect, sa_type))
+    checks = [c for c in checks if c is not None]
+    if not checks:
+        return None
+    return lambda v: next((why for why in (c(v) for c in checks) if why), None)
+
+
+def _iso_date(v: str):
+    import datetime as dt
+    try:
+        return dt.date.fromisoformat(v).isoformat()
+    except ValueError:
+        return None
+
+
+def _decimal_check(dialect: str, sa_type):
+    from decimal import Decimal
+    if dialect == "postgresql":
+        return lambda v: v == 0.0 and math.copysign(1.0, v) < 0 and "NUMERIC has no -0"
+    if dialect == "mysql":
+        precision, scale = getattr(sa_type, "precision", None) or 10, getattr(sa_type, "scale", None) or 0
+
+        def mysql(v):
+            if not math.isfinite(v):
+                return None  # refused by _check_values
+            d = Decimal(repr(v))
+            if d.as_tuple().exponent < -scale or abs(d) >= Decimal(10) ** (precision - scale):
+                return f"{v!r} does not fit DECIMAL({precision},{scale}) exactly"
+            return None
+        return mysql
+    return None
+
+
+def _datetime_check(dialect: str, sa_type):
+    """Canonical datetime text (datetime.isoformat()) that the column gives back as it is: an
+    offset only where the column keeps one (PostgreSQL timestamptz), fractions of a second only
+    as far as the column keeps them (MySQL DATETIME(fsp)). SQLite keeps the text."""
+    import datetime as dt
+    if dialect == "sqlite":
+        return None
+    aware_column = bool(getattr(sa_type, "timezone", False))
+    fsp = getattr(sa_type, "fsp", None) if dialect == "mysql" else 6
+
+    def check(v):
+        try:
+            d = dt.datetime.fromisoformat(v)
+        except ValueError:
+            return f"{v!r} is not ISO 8601 datetime text"
+        if d.isoformat() != v:
+            return f"{v!r} is not canonical (datetime.isoformat() gives {d.isoformat()!r})"
+        if (d.tzinfo is not None) != aware_column:
+            return (f"a {'zoned' if d.tzinfo else 'naive'} datetime in a column "
+                    f"{'with' if aware_column else 'without'} time zone")
+        if d.microsecond and d.microsecond % 10 ** (6 - (fsp or 0)):
+            return f"fractions of a second beyond the column's {fsp or 0} digits"
+        return None
+    return check
 
 
 RETRIES = 6

@@ -13,7 +13,7 @@ from dbmigrate.checksum import Checksum
 from dbmigrate.model import Column, Table
 
 NAN, INF = float("nan"), float("inf")
-LONG = "x値🙂" * 1500                                # 6000 characters, 4-byte UTF-8 among them
+LONG = "x値🙂" * 2000                                # 6000 characters, 4-byte UTF-8 among them
 FLOATS = [NAN, INF, -INF, -0.0, 0.0, 5e-324, -5e-324, 1.7976931348623157e308, 0.1, None]
 
 SCHEMA = {
