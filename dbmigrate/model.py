@@ -58,7 +58,7 @@ class Capabilities:
     keeps_negative_zero  -0.0 is stored as -0.0. False: the engine would store 0.0 (SQLite,
                          MySQL/MariaDB), so the writer refuses -0.0 with a DataError naming
                          table, column and key; a caller that accepts 0.0 converts it first and
-                         reports it (as dbmigrate.to_sql.NegativeZeros does).
+                         reports it (as dbmigrate.sql_rows.NegativeZeros does).
     fast_paths           names of (reader, writer) shortcuts this writer offers, e.g.
                          "postgresql-binary-copy"; the orchestrator uses one only when the reader
                          declares the same name.

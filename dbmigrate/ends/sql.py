@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from operator import itemgetter
 
 from dbmigrate.checksum import Checksum
@@ -17,7 +18,6 @@ from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult, make_parts
 from dbmigrate.errors import DataError
 from dbmigrate.mlflow_schema import load_rank, schema_version
-from dbmigrate.model import Capabilities
 from dbmigrate.readers.sql import SqlSource
 from dbmigrate.report import Report, TableRow
 from dbmigrate.sql_rows import (INT32_MAX, INT64_MAX, ZERO_LOSSY, IdMap, NegativeZeros, source_rows,
@@ -47,10 +47,10 @@ class SqlEnd:
         self.writer = RecordingSqlWriter(self.sql) if cfg.dry_run else self.sql  # what the copy writes to
         self.steps_total = 7 if cfg.target_revision else 6
         self.zero_lossy = uri.kind in ZERO_LOSSY
-        self.capabilities = Capabilities(
-            defers_keys=uri.kind == "postgresql", advances_sequences=True,
-            keeps_negative_zero=not self.zero_lossy,
-            fast_paths=frozenset({"postgresql-binary-copy"}) if uri.kind == "postgresql" else frozenset())
+        # The writer's own record; this end also drops and rebuilds the keys of big PostgreSQL
+        # tables around the load (defer_keys), and turns metric -0.0 into 0.0 where the engine
+        # stores no negative zero (sql_rows.NegativeZeros), which the writer would refuse.
+        self.capabilities = replace(self.sql.capabilities, defers_keys=uri.kind == "postgresql")
         self.parallel_limit_reason = ""
         self.is_sql = True
         self.schema = None
@@ -211,8 +211,8 @@ class SqlEnd:
         engine on either side, a dry run, experiment ids remapped in this table, or a column whose
         type differs between source and target."""
         from dbmigrate import pgpipe
-        if (self.cfg.dry_run or "postgresql-binary-copy" not in self.capabilities.fast_paths
-                or not isinstance(source, SqlSource) or source.dialect != "postgresql" or not insertable):
+        shortcut = self.capabilities.fast_paths & getattr(source, "fast_paths", frozenset())
+        if self.cfg.dry_run or "postgresql-binary-copy" not in shortcut or not insertable:
             return None
         t = source.schema.tables[table]
         columns = [c.name for c in t.columns if not c.generated and c.name in insertable]

@@ -295,7 +295,7 @@ class MongoSource:
 class MongoReader(MongoSource):
     """A MongoSource that is a Reader (dbmigrate.model) to the letter: `count` is exact.
     MongoSource.count keeps its own contract (an estimate, None for rows rebuilt from embedded
-    documents), which dbmigrate.to_sql relies on (`_direct`)."""
+    documents), which the SQL end relies on (dbmigrate.ends.sql._direct)."""
 
     def count(self, table: str, part=None) -> int:  # noqa: D102 - the protocol's
         return self.exact_count(table, part)

@@ -9,7 +9,7 @@ failure is a DataError (SchemaError for an unknown format) naming the table and 
 Rows come back as the canonical values the writer was given (dbmigrate.model): floats bit for
 bit, bytes as bytes, str as str, NULL as None, never ''.
 
-Besides the Reader protocol it offers what dbmigrate.to_sql asks of a source that is not SQL
+Besides the Reader protocol it offers what the SQL end (dbmigrate.ends.sql) asks of a source that is not SQL
 (tables, count, produce, revision, plan_experiment_ids, layout, close), so it can feed a SQL target.
 """
 
@@ -45,7 +45,7 @@ class ParquetSnapshot:
         self.manifest: dict = {}
         self.schema: dict[str, Table] = {}
         self.remapped: dict = {}
-        self.target_has_analytics = True  # set by dbmigrate.to_sql; nothing to rebuild here
+        self.target_has_analytics = True  # set by the SQL end; nothing to rebuild here
 
     # ------------------------------------------------------------------ open / validate
     def open(self) -> "ParquetSnapshot":
@@ -192,7 +192,7 @@ class ParquetSnapshot:
     def close(self) -> None:
         pass
 
-    # ------------------------------------------------------------------ what dbmigrate.to_sql asks
+    # ------------------------------------------------------------------ what the SQL end asks
     def produce(self, table: str, batch_size: int) -> tuple[list[str], Iterator[list[tuple]]]:
         """(columns, batches) of a whole table, generated columns included."""
         if table not in self.schema:

@@ -340,7 +340,7 @@ def _hashable(v):
 # ----------------------------------------------------------------------------- the Writer protocol
 class MongoTablesWriter:
     """A Writer (dbmigrate.model) of the lossless `tables` layout: one collection per table, the
-    same documents dbmigrate.to_mongo writes for that layout (schema_maps/tables.json compiled by
+    same documents the MongoDB end (dbmigrate.ends.mongo) writes for that layout (schema_maps/tables.json compiled by
     dbmigrate.plan.tables_spec, converters of dbmigrate.converters), through a MongoWriter.
 
     The marker document (`_dbmigrate_meta`, _id "migration") says layout `tables`, the MLflow
@@ -360,7 +360,7 @@ class MongoTablesWriter:
         if self._caps is None:
             secantus = bool(self.mongo.ping().get("secantus"))
             self._caps = Capabilities(
-                # SecantusDB deadlocks under concurrent writes (see dbmigrate.to_mongo).
+                # SecantusDB deadlocks under concurrent writes (see dbmigrate.ends.mongo).
                 parallel_writers=1 if secantus else None,
                 unique_indexes_first=self.mongo.is_cosmos,
                 durable_writes=True,        # acknowledged with j=True before write returns

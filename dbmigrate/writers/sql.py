@@ -573,8 +573,9 @@ class SqlWriter:
     def capabilities(self) -> Capabilities:
         """True statements about this target, each checked by tests/test_conformance.py."""
         return Capabilities(
-            # SQLite: one writer at a time (a file lock, see _sqlite_write_lock).
-            parallel_writers=1 if self.dialect == "sqlite" else None,
+            # SQLite: several processes may each have a writer; their transactions take turns on
+            # a file lock (_sqlite_write_lock), while their reads and conversions overlap.
+            parallel_writers=None,
             advances_sequences=True,   # finalize: sequences / AUTO_INCREMENT (SQLite's rowid by itself)
             durable_writes=True,       # each write is one committed transaction
             keeps_negative_zero=self.dialect == "postgresql",  # the others store 0.0: refused
