@@ -84,6 +84,32 @@ FLAGS = [
                                   "source's MLflow schema revision, upgrade the target to REV (head: the "
                                   "installed MLflow's newest) with MLflow's own migrations, as `mlflow db "
                                   "upgrade` would"), "target", (MIGRATE, ANALYZE)),
+    (("--experiments",), dict(metavar="ID|NAME,...", help="copy only these experiments (ids or names) with "
+                              "everything in them and what that needs (see --runs)"), "selection", (MIGRATE, ANALYZE)),
+    (("--runs",), dict(metavar="ID,...", help="copy only these runs, with their experiment, metrics, params, "
+                       "tags, inputs, datasets, logged models and linked traces"), "selection", (MIGRATE, ANALYZE)),
+    (("--models",), dict(metavar="NAME[:VERSION|@ALIAS],...", help="copy only these registered models (all "
+                         "versions, one version, or the version an alias points at), with each version's run, "
+                         "logged model and aliases"), "selection", (MIGRATE, ANALYZE)),
+    (("--since",), dict(metavar="TIMESTAMP", help="copy only the runs started or ended at or after TIMESTAMP "
+                        "(ISO 8601, UTC unless it says otherwise, or epoch ms), with their closure"),
+     "selection", (MIGRATE, ANALYZE)),
+    (("--with-parents",), dict(action="store_const", const=True, help="selected nested runs also bring their "
+                               "parent runs (mlflow.parentRunId), up to the top"), "selection", (MIGRATE, ANALYZE)),
+    (("--rewrite-artifact-uri",), dict(metavar="OLD_PREFIX=NEW_PREFIX", action="append", help="rewrite artifact "
+                                       "locations starting with OLD_PREFIX (experiments, runs, model versions, "
+                                       "logged models, trace artifact tags); repeatable, the first matching rule "
+                                       "wins; counted per column in the report"), "target", (MIGRATE, ANALYZE)),
+    (("--merge",), dict(action="store_const", const=True, help="copy into a target that already holds MLflow "
+                        "data (same schema revision): identical rows are skipped, different ones are conflicts "
+                        "(--on-conflict); nothing else on the target changes"), "merge", (MIGRATE, ANALYZE)),
+    (("--on-conflict",), dict(choices=["fail", "skip", "overwrite"], help="--merge: a row whose key the target "
+                              "holds with other values: fail (default: list every conflict, write nothing), "
+                              "skip (keep the target's) or overwrite (the source's wins)"), "merge", (MIGRATE, ANALYZE)),
+    (("--rename-experiment",), dict(metavar="OLD=NEW", action="append", help="write experiment OLD under the "
+                                    "name NEW (repeatable)"), "merge", (MIGRATE, ANALYZE)),
+    (("--rename-model",), dict(metavar="OLD=NEW", action="append", help="write registered model OLD (its "
+                               "versions, tags, aliases) under the name NEW (repeatable)"), "merge", (MIGRATE, ANALYZE)),
     (("--batch-size",), dict(type=int, metavar="N", help="rows per read batch and documents per write "
                              "batch (default 10000)"), "copy", ALL),
     (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
@@ -115,6 +141,7 @@ STATE_DIR_FLAG = (("--state-dir",), dict(metavar="DIR", help="where the checkpoi
                                          "(default .dbmigrate-state; env DBMIGRATE_STATE_DIR)"))
 GROUP_TITLES = {"connections": "connections", "target": "target layout and data",
                 "copy": "copying", "verification": "verification", "output": "output",
+                "selection": "selection (part of the source, with its closure)", "merge": "merge into a live target",
                 "checkpoints": "checkpoints"}
 # run_migration.py's other names for --source / --target
 LEGACY_NAMES = {"--source": "--postgres-uri", "--target": "--mongodb-uri"}
@@ -182,11 +209,16 @@ def build_legacy_parser() -> argparse.ArgumentParser:
 
 CLI_FIELDS = ("source", "target", "layout", "batch_size", "workers", "verify", "sample_size",
               "report_json", "progress", "log_level", "dry_run", "skip_unmapped", "resume", "restart",
-              "state_dir", "orphans", "target_flavor", "target_revision")
+              "state_dir", "orphans", "target_flavor", "target_revision", "experiments", "runs", "models",
+              "since", "with_parents", "rewrite_artifact_uri", "merge", "on_conflict", "rename_experiment",
+              "rename_model")
 
 
 def run(args: argparse.Namespace, command: str) -> int:
     cli = {f: getattr(args, f, None) for f in CLI_FIELDS}
+    for f in ("rewrite_artifact_uri", "rename_experiment", "rename_model"):  # repeatable: lists
+        if cli[f] is not None:
+            cli[f] = tuple(cli[f])
 
     if command == "analyze":
         cli["dry_run"] = True

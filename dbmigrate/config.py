@@ -14,6 +14,7 @@ from dbmigrate.errors import ConfigError
 VERIFY_LEVELS = ("none", "counts", "sample", "full")
 LAYOUTS = ("mlflow-mongodb", "tables")
 FLAVORS = ("auto", "mongodb", "cosmos")
+CONFLICT_POLICIES = ("fail", "skip", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,17 @@ class Config:
     orphans: str = "copy"              # copy | skip
     connect_timeout: int = 10
     target_revision: str | None = None  # SQL targets: end at this alembic revision (or "head")
+    # selection with its closure (dbmigrate.selection): comma-separated lists
+    experiments: str | None = None
+    runs: str | None = None
+    models: str | None = None
+    since: str | None = None
+    with_parents: bool = False
+    rewrite_artifact_uri: tuple[str, ...] | None = None  # OLD_PREFIX=NEW_PREFIX, in order
+    merge: bool = False                # into a target that already holds MLflow data
+    on_conflict: str | None = None     # fail (default) | skip | overwrite; only with merge
+    rename_experiment: tuple[str, ...] | None = None  # OLD=NEW
+    rename_model: tuple[str, ...] | None = None       # OLD=NEW
 
     def check(self) -> "Config":
         if self.batch_size < 1:
@@ -55,6 +67,23 @@ class Config:
             raise ConfigError(f"target flavor must be one of {', '.join(FLAVORS)}, got {self.target_flavor!r}")
         if self.orphans not in ("copy", "skip"):
             raise ConfigError(f"orphans must be copy or skip, got {self.orphans!r}")
+        if self.on_conflict is not None and self.on_conflict not in CONFLICT_POLICIES:
+            raise ConfigError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {self.on_conflict!r}")
+        if self.on_conflict is not None and not self.merge:
+            raise ConfigError("--on-conflict applies to a --merge only")
+        if self.merge and self.restart:
+            raise ConfigError("--restart cannot be used with --merge: it would clear a target that held data "
+                              "before the merge", hint="see README, Checkpoints: a killed merge is resumed")
+        if self.since:
+            from dbmigrate.selection import parse_since
+            parse_since(self.since)
+        if self.models:
+            from dbmigrate.selection import parse_models
+            parse_models(self.models)
+        from dbmigrate.rewrite import parse_pairs
+        parse_pairs(self.rewrite_artifact_uri, "--rewrite-artifact-uri")
+        parse_pairs(self.rename_experiment, "--rename-experiment")
+        parse_pairs(self.rename_model, "--rename-model")
         if self.resume and self.restart:
             raise ConfigError("--resume and --restart are mutually exclusive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -64,6 +93,14 @@ class Config:
     def as_dict(self) -> dict:
         """The fields, to rebuild the same Config in a worker process."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def conflict_policy(self) -> str:
+        return self.on_conflict or "fail"
+
+    @property
+    def selecting(self) -> bool:
+        return bool(self.experiments or self.runs or self.models or self.since)
 
     @property
     def effective_workers(self) -> int:
@@ -98,7 +135,11 @@ FILE_KEYS = {
                            "sample_size": "sample_size", "workers": "workers",
                            "report_json": "report_json", "skip_unmapped": "skip_unmapped",
                            "orphans": "orphans", "state_dir": "state_dir",
-                           "progress": "progress", "log_level": "log_level"},
+                           "progress": "progress", "log_level": "log_level", "merge": "merge",
+                           "on_conflict": "on_conflict", "rename_experiment": "rename_experiment",
+                           "rename_model": "rename_model", "rewrite_artifact_uri": "rewrite_artifact_uri"},
+    "selection": {"experiments": "experiments", "runs": "runs", "models": "models", "since": "since",
+                  "with_parents": "with_parents"},
 }
 
 _TYPES = {f.name: f.type for f in fields(Config)}
@@ -107,6 +148,14 @@ _TYPES = {f.name: f.type for f in fields(Config)}
 def _coerce(name: str, value: Any, origin: str):
     kind = _TYPES[name]
     try:
+        if "tuple" in kind:  # a list of strings (a JSON list, or one string)
+            if isinstance(value, str):
+                return (value,)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError
+        if isinstance(value, list) and name in ("experiments", "runs", "models"):
+            value = ",".join(str(v) for v in value)
         if "bool" in kind:
             if isinstance(value, bool):
                 return value

@@ -45,6 +45,7 @@ class PartRunner:
         dst = parse_uri(dst_raw, role="target")
         end = TARGETS[dst.kind]()(cfg, dst)
         end.attach_worker(source, job)
+        source.selection, source.rewriter = job.get("selection"), job.get("rewriter")
         return cls(source, end, resuming)
 
     def run(self, part: Part, progress) -> PartResult:
@@ -104,6 +105,8 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
         end.connect(getattr(source, "source", source), report)
 
         staged, source = source, getattr(source, "source", source)  # (staged: closing it removes the file)
+        from dbmigrate.selection import attach
+        attach(cfg, source, report)  # --experiments/--runs/--models/--since, --rewrite-artifact-uri, --rename-*
         steps(*end.plan_step())
         setup = end.plan(source, report)  # raises for what the target cannot take, before any write
         if end.capabilities.durable_writes:
@@ -139,7 +142,9 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
 
         resuming = bool(done) or bool(cfg.resume)
         shared = getattr(source, "snapshot_id", None) if workers > 1 else None
-        args = (cfg.as_dict(), src_uri.raw, shared, dst_uri.raw, end.worker_job(), resuming)
+        job = {**end.worker_job(), "selection": getattr(source, "selection", None),
+               "rewriter": getattr(source, "rewriter", None)}
+        args = (cfg.as_dict(), src_uri.raw, shared, dst_uri.raw, job, resuming)
         inline = PartRunner(source, end, resuming)
         t_copy = time.perf_counter()
         try:

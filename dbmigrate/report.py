@@ -71,6 +71,9 @@ class Report:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     remapped: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)   # --experiments/--runs/--models/--since: what is copied, and why
+    rewritten: dict = field(default_factory=dict)   # --rewrite-artifact-uri: rewritten values per column
+    merge: dict = field(default_factory=dict)       # --merge: skipped, conflicts, merged-into, remapped
     plan: list[dict] = field(default_factory=list)
     estimate_seconds: float | None = None
     phases: dict = field(default_factory=dict)  # seconds per phase: connect, plan, schema, copy, indexes, verify
@@ -191,6 +194,16 @@ class Report:
             lines.append("")
             lines.append("Problems found:")
             lines.extend(f"  - {p}" for p in self.problems)
+        if self.selection:
+            lines.append("")
+            lines.extend(selection_text(self.selection))
+        if self.rewritten:
+            lines.append("")
+            lines.append("Artifact locations rewritten (--rewrite-artifact-uri), per column:")
+            lines.extend(f"  {k:<44} {v:>10,}" for k, v in self.rewritten.items())
+        if self.merge:
+            lines.append("")
+            lines.extend(merge_text(self.merge))
         if self.notes:
             lines.append("")
             lines.append("Notes:")
@@ -259,3 +272,35 @@ def json_safe(v):
     if isinstance(v, float) and not math.isfinite(v):
         return repr(v)
     return v
+
+
+def selection_text(sel: dict) -> list[str]:
+    out = ["Selection: " + "; ".join(sel.get("selected", []))]
+    rows = sel.get("rows") or {}
+    if rows:
+        out.append("  rows to copy per table: " + ", ".join(f"{t} {n:,}" for t, n in rows.items() if n))
+    for root, kinds in (sel.get("pulled_in") or {}).items():
+        out.append(f"  {root} brings:")
+        for kind, ids in kinds.items():
+            shown = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+            out.append(f"    {kind}: {shown}")
+    return out
+
+
+def merge_text(m: dict) -> list[str]:
+    out = [f"Merge into the target (--on-conflict {m.get('on_conflict', 'fail')}):"]
+    for k, label in (("remapped_experiments", "experiment ids taken on the target, remapped (source -> target)"),
+                     ("merged_experiments", "experiments merged into the target's of the same name (source -> target)"),
+                     ("merged_models", "registered models merged into the target's of the same name")):
+        if m.get(k):
+            out.append(f"  {label}: " + ", ".join(f"{a} -> {b}" if b is not None else str(a)
+                                                   for a, b in m[k].items()))
+    for k, label in (("identical", "rows already on the target, identical, skipped"),
+                     ("conflicts_skipped", "conflicting rows skipped (the target's kept)"),
+                     ("overwritten", "conflicting rows overwritten")):
+        if m.get(k):
+            out.append(f"  {label}: " + ", ".join(f"{t} {n:,}" for t, n in m[k].items()))
+    if m.get("conflicts"):
+        out.append(f"  conflicts ({len(m['conflicts'])}):")
+        out.extend(f"    {c}" for c in m["conflicts"][:200])
+    return out

@@ -154,7 +154,7 @@ class SqlEnd:
         from dbmigrate.analyze import estimate_sql_seconds
         report.estimate_seconds = estimate_sql_seconds(counts, self.uri.kind, cfg.verify,
                                                        is_sql and source.dialect == "postgresql")
-        if is_sql:
+        if is_sql and source.selection is None:  # a selection's closure brings every row's parents
             check_orphans_for_sql(source, self.schema, cfg, report)
         depth = fk_depths(self.sql, copy, cfg.dry_run)
         parts = []
@@ -214,6 +214,8 @@ class SqlEnd:
         shortcut = self.capabilities.fast_paths & getattr(source, "fast_paths", frozenset())
         if self.cfg.dry_run or "postgresql-binary-copy" not in shortcut or not insertable:
             return None
+        if source.selection is not None or source.rewriter is not None or self.cfg.merge:
+            return None  # rows are chosen or changed on the way: they go through Python
         t = source.schema.tables[table]
         columns = [c.name for c in t.columns if not c.generated and c.name in insertable]
         if not columns or self.ids.rows(table, columns) is not None:

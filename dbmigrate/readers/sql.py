@@ -111,6 +111,10 @@ class SqlSource:
             raise ConnectionFailed(f"Cannot use source {uri.masked}: {mask_text(str(exc))}") from None
         self._conn = None
         self.orphans = "copy"  # "skip": rows whose parent row is missing are not read
+        # dbmigrate.selection.Selection: every read yields only the selected rows (None: all rows)
+        self.selection = None
+        # dbmigrate.rewrite.Rewriter: values changed on the way (artifact URIs, renames), in every read
+        self.rewriter = None
         self.snapshot_id: str | None = None
         self.schema: SourceSchema | None = None
         self._preparer = self.engine.dialect.identifier_preparer
@@ -283,8 +287,36 @@ class SqlSource:
             cond, params = self.orphan_condition(table, force=True), ()
         else:
             cond, params = self.part_condition(part, None if raw else table)
-        where = f" WHERE {cond}" if cond else ""
-        return int(self.query(f"SELECT COUNT(*) FROM {self.q(table)}{where}", params)[0][0])
+        total = 0
+        chunks = self.selection_chunks(table)
+        for scond, sparams in [("", ())] if chunks is None else chunks:
+            where = " AND ".join(c for c in (cond, scond) if c)
+            where = f" WHERE {where}" if where else ""
+            total += int(self.query(f"SELECT COUNT(*) FROM {self.q(table)}{where}", params + sparams)[0][0])
+        return total
+
+    def selection_chunks(self, table: str) -> list[tuple[str, tuple]] | None:
+        """With a selection (dbmigrate.selection): the conditions that read `table`'s selected rows,
+        one per batch of at most IN_CHUNK keys (each an indexed IN list, never one giant list);
+        [] when nothing of the table is selected; None without a selection."""
+        if self.selection is None:
+            return None
+        cols, keys = self.selection.filters(table)
+        if cols is None:  # a table every selection copies whole (dbmigrate.selection.WHOLE)
+            return None
+        if not cols or not keys:
+            return []
+        p = self._param
+        out = []
+        for i in range(0, len(keys), IN_CHUNK):
+            chunk = keys[i:i + IN_CHUNK]
+            if len(cols) == 1:
+                cond = f"{self.q(cols[0])} IN ({', '.join([p] * len(chunk))})"
+            else:
+                one = "(" + ", ".join([p] * len(cols)) + ")"
+                cond = f"({', '.join(self.q(c) for c in cols)}) IN ({', '.join([one] * len(chunk))})"
+            out.append((cond, tuple(v for k in chunk for v in k)))
+        return out
 
     def orphan_condition(self, table: str, force: bool = False) -> str:
         """With orphans skipped: rows whose parent row exists (or whose reference is NULL)."""
@@ -325,9 +357,24 @@ class SqlSource:
 
     def select_sql(self, table: str, columns: Sequence[str], part: tuple | None = None) -> tuple[str, tuple]:
         """The SELECT (and its parameters) that reads `table`'s rows of one part: the key range,
-        and with orphans skipped only rows whose parent exists."""
+        and with orphans skipped only rows whose parent exists. One statement: not for a table a
+        selection limits to more than one batch of keys (see select_sqls)."""
+        sqls = self.select_sqls(table, columns, part)
+        if len(sqls) != 1:
+            raise MigrationError(f"{table}: a selection reads this table in {len(sqls)} statements, not one",
+                                 table=table)
+        return sqls[0]
+
+    def select_sqls(self, table: str, columns: Sequence[str], part: tuple | None = None) -> list[tuple[str, tuple]]:
+        """The SELECTs that read `table`'s rows of one part: one, or with a selection one per
+        batch of selected keys (none when nothing of the table is selected)."""
         cond, params = self.part_condition(part, table)
-        return self._select(table, columns) + (f" WHERE {cond}" if cond else ""), params
+        chunks = self.selection_chunks(table)
+        out = []
+        for scond, sparams in [("", ())] if chunks is None else chunks:
+            where = " AND ".join(c for c in (cond, scond) if c)
+            out.append((self._select(table, columns) + (f" WHERE {where}" if where else ""), params + sparams))
+        return out
 
     def copy_out_sql(self, table: str, columns: Sequence[str], part: tuple | None = None) -> str:
         """PostgreSQL: `COPY (select_sql) TO STDOUT (FORMAT binary)`, the parameters inlined
@@ -357,8 +404,9 @@ class SqlSource:
                 fixes.append((i, _to_float))
             elif kind == "float" and self.dialect == "sqlite":
                 fixes.append((i, _sqlite_float))
+        rewrite = self.rewriter.rows(table, list(columns)) if self.rewriter is not None else None
         if not fixes:
-            return None
+            return rewrite
 
         def normalize(rows):
             out = []
@@ -369,14 +417,17 @@ class SqlSource:
                     if v is not None:
                         row[i] = fn(v)
                 out.append(tuple(row))
-            return out
+            return rewrite(out) if rewrite else out
         return normalize
 
     def stream(self, table: str, columns: Sequence[str], batch_size: int,
                part: tuple | None = None) -> Iterator[list[tuple]]:
         """Every row of `table` (of one key range, `part`), in batches, in no particular order."""
-        sql, params = self.select_sql(table, columns, part)
         normalize = self._normalizer(table, columns)
+        for sql, params in self.select_sqls(table, columns, part):
+            yield from self._stream_one(table, columns, sql, params, batch_size, normalize)
+
+    def _stream_one(self, table, columns, sql, params, batch_size, normalize):
         if self.dialect == "postgresql":
             cur = self._conn.cursor(name=f"dbm_stream_{table}")  # server-side cursor
             cur.itersize = batch_size
@@ -437,7 +488,17 @@ class SqlSource:
         """Rows in key order, one page at a time (keyset pagination); `key` must be unique.
         `part` limits them to one key range."""
         key = list(key)
+        chunks = self.selection_chunks(table)
+        if chunks is not None:  # a selection: the pages of each batch of selected keys in turn
+            for scond, sparams in chunks:
+                yield from self._pages(table, columns, key, batch_size, after, part, scond, sparams)
+            return
+        yield from self._pages(table, columns, key, batch_size, after, part, "", ())
+
+    def _pages(self, table, columns, key, batch_size, after, part, scond, sparams):
         pcond, pparams = self.part_condition(part, table)
+        if scond:
+            pcond, pparams = " AND ".join(c for c in (pcond, scond) if c), pparams + sparams
         cols = list(columns) + [k for k in key if k not in columns]
         key_idx = [cols.index(k) for k in key]
         base = self._select(table, cols)
@@ -479,6 +540,19 @@ class SqlSource:
         """Rows of `table` whose `key_column` is one of `values` (and that match `where`)."""
         if not values:
             return []
+        if self.rewriter is not None:  # values of a renamed key column are the new names: ask for the old
+            values = self.rewriter.original_values(table, key_column, values)
+        sel_cols = []
+        if self.selection is not None:  # the selection filters in Python here: the IN list is the parents'
+            cols, keys = self.selection.filters(table)
+            if cols is None:
+                cols, keys = (), [()]
+            elif not cols or not keys:
+                return []
+            sel_cols = [c for c in cols if c not in columns]
+            sel_idx = [(list(columns) + sel_cols).index(c) for c in cols]
+            wanted_keys = set(keys)
+            columns = list(columns) + sel_cols
         normalize = self._normalizer(table, columns)
         base = self._select(table, columns)
         extra, extra_params = "", []
@@ -496,6 +570,12 @@ class SqlSource:
             marks = ", ".join([self._param] * len(chunk))
             sql = f"{base} WHERE {self.q(key_column)} IN ({marks}){extra}"
             out.extend(self.query(sql, tuple(chunk) + tuple(extra_params), table=table))
+        if self.selection is not None:
+            out = [r for r in out if tuple(r[i] for i in sel_idx) in wanted_keys]
+            if sel_cols:
+                out = [r[:len(columns) - len(sel_cols)] for r in out]
+                columns = columns[:len(columns) - len(sel_cols)]
+                normalize = self._normalizer(table, columns)
         return normalize(out) if normalize else out
 
     # ------------------------------------------------------------------ the Reader protocol
