@@ -295,6 +295,16 @@ class SqlSource:
             total += int(self.query(f"SELECT COUNT(*) FROM {self.q(table)}{where}", params + sparams)[0][0])
         return total
 
+    def count_where(self, table: str, cond: str, params: tuple = (), *, alias: str = "") -> int:
+        """COUNT(*) of `table` [AS alias] rows matching `cond`, of the selection when there is one."""
+        chunks = self.selection_chunks(table)
+        total = 0
+        for scond, sparams in [("", ())] if chunks is None else chunks:
+            where = " AND ".join(c for c in (cond, scond) if c)
+            total += int(self.query(f"SELECT COUNT(*) FROM {self.q(table)}{' ' + alias if alias else ''}"
+                                    f"{' WHERE ' + where if where else ''}", tuple(params) + sparams)[0][0])
+        return total
+
     def selection_chunks(self, table: str) -> list[tuple[str, tuple]] | None:
         """With a selection (dbmigrate.selection): the conditions that read `table`'s selected rows,
         one per batch of at most IN_CHUNK keys (each an indexed IN list, never one giant list);

@@ -76,9 +76,8 @@ def check_counts(plan, source, db, counts: dict, tick=_no_tick) -> list[Check]:
         excl = spec.get("exclude_key")
         if excl:
             cond = source.orphan_condition(table, force=True)
-            expected = int(source.query(f"SELECT COUNT(*) FROM {q(table)} WHERE {q(excl['column'])} <> "
-                                        f"{source._param}" + (f" AND {cond}" if cond else ""),
-                                        (excl["value"],))[0][0])
+            expected = source.count_where(table, f"{q(excl['column'])} <> {source._param}"
+                                          + (f" AND {cond}" if cond else ""), (excl["value"],))
         if spec.get("plus") == "unmatched_logged_model_metrics":
             expected += unmatched_logged_model_metrics(source, plan.schema)
         if spec.get("unwind"):
@@ -106,11 +105,11 @@ def unmatched_logged_model_metrics(source, schema) -> int:
     if "logged_model_metrics" not in schema.tables:
         return 0
     q = source.q
-    sql = (f"SELECT COUNT(*) FROM {q('logged_model_metrics')} l WHERE NOT EXISTS (SELECT 1 FROM "
-           f"{q('metrics')} m WHERE m.{q('run_uuid')} = l.{q('run_id')} AND m.{q('key')} = l.{q('metric_name')} "
-           f"AND m.{q('timestamp')} = l.{q('metric_timestamp_ms')} AND m.{q('step')} = l.{q('metric_step')} "
-           f"AND m.{q('value')} = l.{q('metric_value')})")
-    return int(source.query(sql)[0][0])
+    cond = (f"NOT EXISTS (SELECT 1 FROM "
+            f"{q('metrics')} m WHERE m.{q('run_uuid')} = l.{q('run_id')} AND m.{q('key')} = l.{q('metric_name')} "
+            f"AND m.{q('timestamp')} = l.{q('metric_timestamp_ms')} AND m.{q('step')} = l.{q('metric_step')} "
+            f"AND m.{q('value')} = l.{q('metric_value')})")
+    return source.count_where("logged_model_metrics", cond, alias="l")
 
 
 # ----------------------------------------------------------------------------- references
