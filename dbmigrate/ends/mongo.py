@@ -53,6 +53,9 @@ class MongoEnd:
             raise ConfigError(f"A MongoDB target takes a SQL source (PostgreSQL, MySQL/MariaDB, SQLite); "
                               f"{report.source} is not one",
                               hint="restore it into a SQL database first, then copy that into MongoDB")
+        if self.cfg.merge:
+            raise ConfigError("--merge into a MongoDB target is not supported yet: merge into a SQL target, or "
+                              "copy a selection (--experiments/--runs/--models) into an empty MongoDB database")
         server = self.writer.ping()
         self.schema = source.inspect()
         source.orphans = self.cfg.orphans

@@ -68,6 +68,7 @@ class SqlEnd:
         self.zero_counts: dict[str, int] = {}
         self.per_table: dict[str, list] = {}
         self.spans: dict[str, list] = {}
+        self.merge_plan = None  # dbmigrate.merge.MergePlan of a --merge
 
     # ------------------------------------------------------------------ connect and plan
     def needs_sql_source(self, source) -> bool:
@@ -115,13 +116,29 @@ class SqlEnd:
         setup = {"source": report.source, "target": self.uri.masked, "layout": "sql", "revision": self.revision}
         if self.cfg.target_revision:
             setup["target_revision"] = self.target_rev
+        cfg = self.cfg
+        options = {k: getattr(cfg, k) for k in ("experiments", "runs", "models", "since", "with_parents",
+                                                 "rewrite_artifact_uri", "merge", "on_conflict",
+                                                 "rename_experiment", "rename_model") if getattr(cfg, k)}
+        if options:  # a resume must select, rewrite and merge the same way
+            setup["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
         return setup
+
+    def _target_reader(self) -> SqlSource:
+        return SqlSource(self.uri, connect_timeout=self.cfg.connect_timeout, role="target").open()
 
     # ------------------------------------------------------------------ checkpoint hooks
     def require_empty(self) -> None:
+        if self.cfg.merge:  # --merge: a target MLflow made at the source's revision, data or not
+            from dbmigrate.merge import check_target
+            with self._target_reader() as target:
+                check_target(target, self.revision)
+            return
         self.sql.prepare(self.revision, dry_run=True)
 
     def prepare(self) -> None:
+        if self.cfg.merge:
+            return  # the target's schema and rows stay as they are
         self.sql.prepare(self.revision)
 
     def check_resumable(self) -> None:
@@ -156,28 +173,56 @@ class SqlEnd:
                                                        is_sql and source.dialect == "postgresql")
         if is_sql and source.selection is None:  # a selection's closure brings every row's parents
             check_orphans_for_sql(source, self.schema, cfg, report)
+        if cfg.merge:
+            self.plan_merge(source, report, max_id)
         depth = fk_depths(self.sql, copy, cfg.dry_run)
         parts = []
         for t in copy:
             parts += make_parts(source, t, t, counts[t], workers, level=depth.get(t, 0), splittable=is_sql)
         resuming = bool(state.done_parts()) if state else False
-        self.deferred = defer_keys(cfg, self.uri, self.sql, state, copy, counts, resuming, report)
+        self.deferred = [] if cfg.merge else defer_keys(cfg, self.uri, self.sql, state, copy, counts, resuming, report)
         return parts
 
+    def plan_merge(self, source, report: Report, max_id: int) -> None:
+        """--merge: experiment ids matched or moved, every row compared with the target's; the
+        conflicts listed (and, under --on-conflict fail, refused) before anything is written."""
+        from dbmigrate import merge
+        if not self.is_sql:
+            from dbmigrate.errors import ConfigError
+            raise ConfigError("--merge needs a SQL source (PostgreSQL, MySQL/MariaDB, SQLite)")
+        plan = merge.MergePlan()
+        with self._target_reader() as target:
+            target.inspect()
+            mapping = merge.experiment_ids(source, target, self.ids.mapping, max_id, plan)
+            self.ids = IdMap(mapping)
+            plan = merge.plan_merge(source, target, self.copy, self.ids, self._insertable, self.cfg.conflict_policy,
+                                    self.cfg.batch_size, plan)
+        self.merge_plan = plan
+        self.target_selection = target.selection
+        report.merge = plan.summary(self.cfg.conflict_policy)
+        report.remapped = {**report.remapped, **{k: v for k, v in plan.remapped.items()}}
+        if self.cfg.conflict_policy == "fail":
+            merge.refuse(plan, self.uri.masked)
+
     def before_copy(self, state, resumed: bool, report: Report) -> None:
-        pass
+        if self.merge_plan is not None and self.merge_plan.updates and not self.cfg.dry_run:
+            from dbmigrate.merge import apply_updates
+            n = apply_updates(self.sql, self.merge_plan, self.schema.tables)
+            report.notes.append(f"--on-conflict overwrite: {n} rows of the target updated to the source's values")
 
     def expected_rows(self) -> dict[str, int]:
         return dict(self.counts)
 
     def worker_job(self) -> dict:
-        return {"schema": self.schema, "mapping": self.ids.mapping}
+        return {"schema": self.schema, "mapping": self.ids.mapping,
+                "merge_skip": self.merge_plan.skip if self.merge_plan is not None else None}
 
     def attach_worker(self, source, job: dict) -> None:
         source.schema = self.schema = job["schema"]
         source.orphans = self.cfg.orphans
         self.source, self.is_sql = source, True
         self.ids = IdMap(job["mapping"])
+        self.merge_skip = job.get("merge_skip")
 
     # ------------------------------------------------------------------ the batch path
     def account(self, part: Part) -> str:
@@ -186,8 +231,8 @@ class SqlEnd:
     def clear_part(self, part: Part) -> int:
         # A part the interrupted run had begun starts again from nothing. (In a new run the
         # target was checked empty, and a part that fails stops the run before any rerun.)
-        if not self.cfg.resume:
-            return 0
+        if not self.cfg.resume or self.cfg.merge:  # a merge target's rows are never deleted: the merge is
+            return 0                                 # planned again and skips what the killed run wrote
         return self.writer.delete_part(part.table, part.part) or 0
 
     def _insertable(self, table: str) -> list[str] | None:
@@ -233,6 +278,11 @@ class SqlEnd:
         columns, reads = source_rows(source, table, self._insertable(table), self.ids, self.cfg.batch_size,
                                      zeros, part=part.part)
         key = source.schema.tables[table].pk if isinstance(source, SqlSource) else columns[:1]
+        skip = (self.merge_plan.skip if self.merge_plan is not None else getattr(self, "merge_skip", None) or {}
+                ).get(table)
+        if skip:  # --merge: rows the target already holds (identical, merged into, or a conflict kept)
+            kidx = [columns.index(k) for k in key]
+            reads = ([r for r in rows if tuple(r[i] for i in kidx) not in skip] for rows in reads)
         check = Checksum()
         order = sorted(range(len(columns)), key=lambda i: columns[i])
         canonical = itemgetter(*order) if len(order) > 1 else (lambda r: (r[order[0]],))
@@ -325,7 +375,10 @@ class SqlEnd:
         return ("verify (%s): per-table checksums of what was read against the target", self.cfg.verify)
 
     def verify(self, source, progress, report: Report):
-        from dbmigrate.verification.sql import verify_tables
+        from dbmigrate.verification.sql import verify_merge, verify_tables
+        if self.merge_plan is not None:
+            return verify_merge(self.uri, source, self.copy, self.ids, self.merge_plan, self._insertable,
+                                self.cfg, progress)
         tchecks = {t: (c[0], Checksum(c[1], c[2])) for t, c in self.checks.items()}
         return verify_tables(self.uri, tchecks, self.cfg, report, source, self.ids, self.server, progress=progress)
 

@@ -196,3 +196,60 @@ def expected_checksum(source, table: str, wanted: list[str], ids: IdMap, batch_s
         for r in b:
             c.add(tuple(r[i] for i in order))
     return columns, c
+
+
+def verify_merge(dst_uri: DatabaseURI, source, tables: list[str], ids: IdMap, plan, insertable, cfg: Config,
+                 progress=None) -> Verification:
+    """After a --merge: every row the source's selection gives (converted as the copy converted
+    it) is on the target, equal field by field, except the rows the merge kept as the target had
+    them (experiments and registered models merged into, conflicts skipped), which must still be
+    the target's. Rows of the target outside the copy are not this check's business (the tests
+    compare the untouched tables before and after)."""
+    from dbmigrate.compare import same_value, show
+    from dbmigrate.progress import Progress
+    progress = progress or Progress()
+    progress.start_step(f"verify ({cfg.verify}, merge)", len(tables), "tables")
+    t0 = time.perf_counter()
+    v = Verification(level=cfg.verify)
+    target = SqlSource(dst_uri, connect_timeout=cfg.connect_timeout, role="target").open()
+    try:
+        tschema = target.inspect()
+        if source.selection is not None:
+            target.selection = source.selection.translated(
+                ids.mapping, model_names=source.rewriter.model_names if source.rewriter else None)
+        for table in tables:
+            progress.next(table)
+            pk = tschema.tables[table].pk
+            columns, batches = source_rows(source, table, insertable(table), ids, cfg.batch_size,
+                                           NegativeZeros() if dst_uri.kind in ZERO_LOSSY else None)
+            kidx = [columns.index(k) for k in pk]
+            kept = plan.kept.get(table, {})
+            expected = {}
+            for b in batches:
+                for r in b:
+                    k = tuple(r[i] for i in kidx)
+                    expected[k] = kept.get(k, r)
+            found, bad = 0, []
+            want, got = Checksum(), Checksum()
+            for b in target.stream(table, columns, cfg.batch_size):
+                for r in b:
+                    k = tuple(r[i] for i in kidx)
+                    if k not in expected:
+                        continue
+                    found += 1
+                    got.add(r)
+                    for c, x, y in zip(columns, expected[k], r):
+                        if not same_value(x, y):
+                            bad.append(f"{table} key {k!r} field {c}: expected {show(x)}, target {show(y)}")
+                            break
+            for r in expected.values():
+                want.add(r)
+            v.counts.append(Check(table, found == len(expected), f"source {len(expected):,}, on the target {found:,}"))
+            v.checksums.append({"name": table, "table": table, "source": str(want), "target": str(got),
+                                "match": not bad and found == len(expected), "rows": len(expected)})
+            v.failures += bad[:MAX_DIFFS]
+    finally:
+        target.close()
+        progress.end_step()
+    v.seconds = time.perf_counter() - t0
+    return v
