@@ -174,7 +174,7 @@ class SqlEnd:
         if is_sql and source.selection is None:  # a selection's closure brings every row's parents
             check_orphans_for_sql(source, self.schema, cfg, report)
         if cfg.merge:
-            self.plan_merge(source, report, max_id)
+            self.plan_merge(source, report, max_id, state)
         depth = fk_depths(self.sql, copy, cfg.dry_run)
         parts = []
         for t in copy:
@@ -183,7 +183,7 @@ class SqlEnd:
         self.deferred = [] if cfg.merge else defer_keys(cfg, self.uri, self.sql, state, copy, counts, resuming, report)
         return parts
 
-    def plan_merge(self, source, report: Report, max_id: int) -> None:
+    def plan_merge(self, source, report: Report, max_id: int, state) -> None:
         """--merge: experiment ids matched or moved, every row compared with the target's; the
         conflicts listed (and, under --on-conflict fail, refused) before anything is written."""
         from dbmigrate import merge
@@ -201,13 +201,15 @@ class SqlEnd:
         self.target_selection = target.selection
         report.merge = plan.summary(self.cfg.conflict_policy)
         report.remapped = {**report.remapped, **{k: v for k, v in plan.remapped.items()}}
-        if self.cfg.conflict_policy == "fail":
+        if self.cfg.conflict_policy == "fail" and plan.conflicts:
+            if state is not None and not state.done_parts():
+                state.remove()  # refused before any write: no interrupted run to resume
             merge.refuse(plan, self.uri.masked)
 
     def before_copy(self, state, resumed: bool, report: Report) -> None:
         if self.merge_plan is not None and self.merge_plan.updates and not self.cfg.dry_run:
             from dbmigrate.merge import apply_updates
-            n = apply_updates(self.sql, self.merge_plan, self.schema.tables)
+            n = apply_updates(self.sql, self.merge_plan, self.schema)
             report.notes.append(f"--on-conflict overwrite: {n} rows of the target updated to the source's values")
 
     def expected_rows(self) -> dict[str, int]:

@@ -70,6 +70,35 @@ def make_prod(uri: str) -> dict:
     return {"experiment": exp_id, "run": run.info.run_id}
 
 
+def view(uri: str, model: str, alias: str) -> dict:
+    """What MLflow shows of a promoted model version: the version, its run (params, metrics,
+    history), its logged model, the run's traces, and every experiment's name."""
+    import mlflow
+    from mlflow import MlflowClient
+    mlflow.set_tracking_uri(uri)
+    c = MlflowClient()
+    v = c.get_model_version_by_alias(model, alias)
+    run = c.get_run(v.run_id)
+    out = {"version": v.version, "source": v.source, "run_id": v.run_id, "params": run.data.params,
+           "metrics": {k: (x if x == x else "NaN") for k, x in run.data.metrics.items()},
+           "loss_history": [m.value for m in c.get_metric_history(v.run_id, "loss")],
+           "artifact_uri": run.info.artifact_uri, "experiment_id": run.info.experiment_id,
+           "experiment": c.get_experiment(run.info.experiment_id).name,
+           "experiments": sorted(e.name for e in c.search_experiments()),
+           "models": sorted(m.name for m in c.search_registered_models())}
+    if getattr(v, "model_id", None):
+        lm = c.get_logged_model(v.model_id)
+        out["logged_model"] = {"id": lm.model_id, "source_run_id": lm.source_run_id, "params": lm.params,
+                               "artifact_location": lm.artifact_location}
+    out["inputs"] = sorted(d.dataset.name for d in run.inputs.dataset_inputs)
+    out["traces"] = len(mlflow.search_traces(locations=[run.info.experiment_id], run_id=v.run_id,
+                                             return_type="list"))
+    return out
+
+
 if __name__ == "__main__":
     what, uri = sys.argv[1], sys.argv[2]
-    print("IDS=" + json.dumps(make_dev(uri) if what == "dev" else make_prod(uri)))
+    if what == "view":
+        print("IDS=" + json.dumps(view(uri, sys.argv[3], sys.argv[4]), default=str))
+    else:
+        print("IDS=" + json.dumps(make_dev(uri) if what == "dev" else make_prod(uri)))

@@ -1,0 +1,181 @@
+"""Issue 14: a selection with its closure copied into another server, merged into a live one.
+
+A dev database and a prod database are made by MLflow 3.17.2's own client (tests/support/
+promote_sources.py); MLflow's client on the target judges the result; every table of prod is
+compared (rows as PostgreSQL prints them) before and after, so "nothing else changed" is checked
+row by row."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psycopg2
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.support import servers
+
+
+def _mlflow(what: str, uri: str, *extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+    res = subprocess.run([sys.executable, "-m", "tests.support.promote_sources", what, uri, *extra], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("IDS="))[4:])
+
+
+def pg_rows(uri: str) -> dict[str, set[str]]:
+    """Every table's rows as PostgreSQL's text form."""
+    conn = psycopg2.connect(uri)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        out = {}
+        for (t,) in cur.fetchall():
+            cur.execute(f'SELECT t::text FROM "{t}" t')
+            out[t] = {r[0] for r in cur.fetchall()}
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def dev(pg_base):
+    name = servers.create_pg_database(pg_base, "dbm_dev")
+    uri = servers.pg_database(pg_base, name)
+    ids = _mlflow("dev", servers.mlflow_uri(uri))
+    yield uri, ids
+    servers.drop_pg_database(pg_base, name)
+
+
+@pytest.fixture
+def prod(pg_db):
+    uri = pg_db("dbm_prod")
+    return uri, _mlflow("prod", servers.mlflow_uri(uri))
+
+
+def test_promote_by_alias_postgres_to_live_postgres(dev, prod, tmp_path):
+    dev_uri, ids = dev
+    prod_uri, prod_ids = prod
+    before = pg_rows(prod_uri)
+    old = str(ROOT / "mlruns") + "/"
+    args = ["migrate", "--source", dev_uri, "--target", prod_uri, "--models", "clf@champion", "--merge",
+            "--rewrite-artifact-uri", f"{old}=s3://prod-bucket/", "--no-progress", "--state-dir", tmp_path / "st"]
+    # the dry run lists what will be copied and why, and writes nothing
+    dry = run_cli(*args, "--dry-run", "--report-json", tmp_path / "dry.json")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    report = json.loads((tmp_path / "dry.json").read_text())
+    sel = report["selection"]
+    assert sel["selected"] == ["model clf@champion (version 2)"]
+    pulled = sel["pulled_in"]["model clf@champion (version 2)"]
+    assert pulled["run"] == [ids["run"]] and pulled["logged_model"] == [ids["logged_model"]]
+    assert pulled["trace"] == [ids["trace"]] and pulled["model_version"] == ["clf:2"]
+    assert ids["other_run"] not in json.dumps(report) and ids["parent"] not in json.dumps(report)
+    assert sel["rows"]["metrics"] == 22 and sel["rows"]["runs"] == 1 and sel["rows"]["model_versions"] == 1
+    assert report["merge"]["remapped_experiments"] == {"1": 2}
+    assert report["rewritten"]["runs.artifact_uri"] == 1 and report["rewritten"]["experiments.artifact_location"] == 1
+    assert "Selection: model clf@champion" in dry.stdout
+    assert pg_rows(prod_uri) == before
+
+    res = run_cli(*args, "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    after = pg_rows(prod_uri)
+    # nothing that was on prod changed; tables the selection does not touch are equal
+    for t, rows in before.items():
+        assert rows <= after[t], t
+    added = {t: len(after[t]) - len(before[t]) for t in after if len(after[t]) != len(before[t])}
+    assert added == {"experiments": 1, "experiment_tags": 1, "runs": 1, "params": 2, "tags": 8, "metrics": 22,
+                     "latest_metrics": 3, "datasets": 1, "inputs": 2, "input_tags": 1, "logged_models": 1,
+                     "logged_model_params": 1, "logged_model_tags": 6, "logged_model_metrics": 1, "trace_info": 1,
+                     "trace_tags": 2, "trace_request_metadata": 13, "spans": 1, "registered_models": 1,
+                     "registered_model_tags": 1, "model_versions": 1, "model_version_tags": 1,
+                     "registered_model_aliases": 1}, added
+    # MLflow on prod shows the version with its run, metrics, lineage
+    seen = _mlflow("view", servers.mlflow_uri(prod_uri), "clf", "champion")
+    assert seen["version"] == 2 and seen["run_id"] == ids["run"] and seen["experiment"] == "dev-exp"
+    assert seen["experiment_id"] == "2"  # dev's id 1 was taken on prod by prod-exp
+    assert seen["params"] == {"lr": "0.01", "layers": "3"} and seen["metrics"]["nan_metric"] == "NaN"
+    assert len(seen["loss_history"]) == 20 and seen["inputs"] == ["train-ds"] and seen["traces"] == 1
+    assert seen["artifact_uri"].startswith("s3://prod-bucket/1/")
+    assert seen["models"] == ["clf", "prod-model"] and seen["experiments"] == ["Default", "dev-exp", "prod-exp"]
+
+    # the same merge again: everything is already there, identical; nothing changes
+    again = run_cli(*args, "--report-json", tmp_path / "r2.json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert pg_rows(prod_uri) == after
+    merge = json.loads((tmp_path / "r2.json").read_text())["merge"]
+    assert merge["identical"]["metrics"] == 22 and merge["merged_experiments"] == {"1": 2}
+
+    # a conflict: prod changed the promoted run's tag; every conflict listed, nothing written
+    conn = psycopg2.connect(prod_uri)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE tags SET value = 'prod-team' WHERE key = 'team' AND run_uuid = %s", (ids["run"],))
+        cur.execute("UPDATE params SET value = '0.5' WHERE key = 'lr' AND run_uuid = %s", (ids["run"],))
+    conn.close()
+    changed = pg_rows(prod_uri)
+    fail = run_cli(*args)
+    assert fail.returncode == 5, fail.stdout[-2000:] + fail.stderr[-2000:]
+    assert "2 rows differ" in fail.stderr and "tags (key='team'" in fail.stderr and "params (key='lr'" in fail.stderr
+    assert "nothing was written" in fail.stderr
+    assert pg_rows(prod_uri) == changed
+    skip = run_cli(*args, "--on-conflict", "skip")
+    assert skip.returncode == 0, skip.stderr[-2000:]
+    assert pg_rows(prod_uri) == changed
+    over = run_cli(*args, "--on-conflict", "overwrite")
+    assert over.returncode == 0, over.stderr[-2000:]
+    assert pg_rows(prod_uri) == after
+
+
+def test_promote_postgres_to_mongodb(dev, mongo_db, tmp_path):
+    dev_uri, ids = dev
+    target = mongo_db("dbm_prodm")
+    res = run_cli("migrate", "--source", dev_uri, "--target", target, "--models", "clf@champion", "--no-progress",
+                  "--state-dir", tmp_path / "st", "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import pymongo
+    db = pymongo.MongoClient(target)[target.rsplit("/", 1)[1]]
+    assert db.runs.count_documents({}) == 1 and db.experiments.count_documents({}) == 1
+    assert db.model_versions.count_documents({}) == 1 and db.registered_models.count_documents({}) == 1
+    seen = _mlflow("view", target, "clf", "champion")
+    assert seen["run_id"] == ids["run"] and seen["experiment"] == "dev-exp" and len(seen["loss_history"]) == 20
+    assert set(seen["experiments"]) - {"Default"} == {"dev-exp"} and seen["models"] == ["clf"]  # Default: made by the plugin
+    merge = run_cli("migrate", "--source", dev_uri, "--target", target, "--models", "clf", "--merge")
+    assert merge.returncode == 2 and "MongoDB target is not supported" in merge.stderr
+
+
+def test_clone_experiment_under_new_name(dev, pg_db, tmp_path):
+    dev_uri, ids = dev
+    target = pg_db("dbm_clone")
+    res = run_cli("migrate", "--source", dev_uri, "--target", target, "--experiments", "dev-exp",
+                  "--rename-experiment", "dev-exp=dev-exp-clone", "--no-progress", "--state-dir", tmp_path / "st",
+                  "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = pg_rows(target)
+    names = [r for r in rows["experiments"]]
+    assert len(names) == 1 and "dev-exp-clone" in names[0]
+    assert len(rows["runs"]) == 3  # sweep, train (nested) and other; dev-scratch's run stays behind
+    assert rows["registered_models"] == set() and rows["model_versions"] == set()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["selection"]["pulled_in"]["experiment 'dev-exp' (1)"]["run"] == sorted(
+        [ids["run"], ids["parent"], ids["other_run"]])
+
+
+def test_bad_selection_is_refused_by_name(dev, pg_db, tmp_path):
+    dev_uri, _ = dev
+    target = pg_db("dbm_bad")
+    for args, text in ((["--models", "clf@nope"], "has no alias 'nope'"),
+                       (["--experiments", "missing-exp"], "no experiment with id or name 'missing-exp'"),
+                       (["--runs", "0" * 32], "no run 000"),
+                       (["--since", "yesterday"], "--since: 'yesterday'")):
+        res = run_cli("migrate", "--source", dev_uri, "--target", target, *args, "--state-dir", tmp_path / "st")
+        assert res.returncode == 2, (args, res.stderr[-1500:])
+        assert text in res.stderr, (args, res.stderr[-1500:])
+    conn = psycopg2.connect(target)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchone()[0] == 0  # nothing half-written
+    conn.close()
