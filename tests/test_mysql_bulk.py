@@ -28,6 +28,8 @@ def target(sql_db):
     uri = sql_db("mysql", "dbm_bulk")
     engine = sa.create_engine(servers.mlflow_uri(uri), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
+        if not int(conn.exec_driver_sql("SELECT @@local_infile").scalar()):  # MySQL 8's default
+            conn.exec_driver_sql("SET GLOBAL local_infile = ON")
         conn.exec_driver_sql(
             "CREATE TABLE nasty (id INT PRIMARY KEY, s VARCHAR(6000), t LONGTEXT, b LONGBLOB, "
             "vb VARBINARY(64), d DOUBLE, n BIGINT, f TINYINT(1), dec_ DECIMAL(20, 6), dt DATETIME(6), "
@@ -161,6 +163,10 @@ def test_encoder_escapes():
     data, hexed = _mysql_infile([(1, "a\tb\nc\\d\re\x00", None, "", "\\N", b"\x00\xff", 1.5, True)], 8)
     assert hexed == {5}
     assert data == b"1\ta\\tb\\nc\\\\d\\re\\0\t\\N\t\t\\\\N\t00ff\t1.5\t1\n"
+    # Without bytes (the common batch) the same text comes from the one-lookup-per-value loop.
+    data, hexed = _mysql_infile([(1, "a\tb\nc\\d\re\x00", None, "", "\\N", 1.5, True, -7)], 8)
+    assert hexed == set()
+    assert data == b"1\ta\\tb\\nc\\\\d\\re\\0\t\\N\t\t\\\\N\t1.5\t1\t-7\n"
     # A column mixing bytes and text, or a type it does not write: not by LOAD DATA.
     assert _mysql_infile([(b"x",), ("x",)], 1) is None
     assert _mysql_infile([(object(),)], 1) is None

@@ -240,7 +240,7 @@ class SqlWriter:
         delay = 0.5
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._insert_once(table, columns, rows)
+                return self._insert_once(table, columns, rows, key_columns)
             except TransientError as exc:
                 if attempt == RETRIES:  # not passing: the target cannot be reached (exit 3)
                     raise ConnectionFailed(f"The target {self.uri.masked} failed {RETRIES} times in a row: "
@@ -283,13 +283,13 @@ class SqlWriter:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         return held()
 
-    def _insert_once(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+    def _insert_once(self, table: str, columns: list[str], rows: list[tuple], key_columns=()) -> None:
         conn = self.connect()
         try:
             if self.dialect == "postgresql":
                 self._copy_in(conn, table, columns, rows)
                 conn.commit()
-            elif self._bulk and self._mysql_load(conn, table, columns, rows):
+            elif self._bulk and self._mysql_load(conn, table, columns, rows, key_columns):
                 conn.commit()
                 self.stats.setdefault(table, SqlWriteStats()).loaded += 1
             else:
@@ -387,7 +387,7 @@ class SqlWriter:
         finally:
             cur.close()
 
-    def _mysql_load(self, conn, table: str, columns: list[str], rows: list[tuple]) -> bool:
+    def _mysql_load(self, conn, table: str, columns: list[str], rows: list[tuple], key_columns=()) -> bool:
         """MySQL/MariaDB: one batch by LOAD DATA LOCAL INFILE, from memory (_mysql_infile). True:
         loaded, every row, exactly (uncommitted). False: nothing was written (rolled back) and the
         batch must go by INSERT, which then stores it or raises the engine's own error: values
@@ -395,6 +395,15 @@ class SqlWriter:
         store every row. (With LOCAL the server cannot stop the client mid-file, so it turns errors
         into warnings, IGNORE-style: a value too long is truncated, a duplicate key skipped. Those
         warnings are what send a batch to INSERT, where they are errors.)"""
+        key = [columns.index(k) for k in key_columns if k in columns]
+        if key:
+            # In primary-key order: InnoDB stores rows in it, and inserts them about twice as fast
+            # in order as scattered (measured on MLflow's metrics table). Row order means nothing.
+            from operator import itemgetter
+            try:  # the leading two key columns give the order; the rest is near enough
+                rows = sorted(rows, key=itemgetter(*key[:2]))
+            except TypeError:  # values that do not compare (a NULL in a key column): as they came
+                pass
         encoded = _mysql_infile(rows, len(columns))
         if encoded is None:
             return False
@@ -910,6 +919,31 @@ def _pg_text(v) -> str:
 _MY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\0"})
 
 
+def _my_escape(v: str) -> str:
+    if "\\" in v or "\t" in v or "\n" in v or "\r" in v or "\x00" in v:
+        return v.translate(_MY_ESCAPES)
+    return v
+
+
+_MY_TEXT = {str: _my_escape, float: float.__repr__, int: int.__repr__, bool: lambda v: "1" if v else "0",
+            type(None): lambda v: "\\N"}
+
+
+def _mysql_infile_fast(rows: list[tuple]) -> bytes | None:
+    """_mysql_infile for batches of text, numbers, booleans and NULLs only (one dictionary lookup
+    per value; a third of the CPU of the general loop); None for anything else."""
+    text = _MY_TEXT
+    try:
+        lines = ["\t".join([text[type(v)](v) for v in row]) for row in rows]
+    except KeyError:  # bytes, Decimal, another type: the general loop decides
+        return None
+    lines.append("")
+    try:
+        return "\n".join(lines).encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
 def _mysql_infile(rows: list[tuple], width: int) -> tuple[bytes, set[int]] | None:
     """A batch as the text LOAD DATA reads with FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\'
     LINES TERMINATED BY '\\n', and the columns sent as hex (bytes, loaded through UNHEX). None
@@ -919,6 +953,9 @@ def _mysql_infile(rows: list[tuple], width: int) -> tuple[bytes, set[int]] | Non
     escaped (so the text "\\N" is the field \\\\N and stays text; "" is an empty field, not NULL);
     floats are repr() (the shortest text that reads back as the same double, as PyMySQL sends
     them), booleans 1/0, text is UTF-8 (all of utf8mb4)."""
+    fast = _mysql_infile_fast(rows)
+    if fast is not None:
+        return fast, set()
     hex_columns = {i for row in rows for i, v in enumerate(row) if type(v) in (bytes, bytearray, memoryview)}
     lines = []
     add = lines.append
