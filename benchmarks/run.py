@@ -840,7 +840,7 @@ def _pct(v):
 def render_markdown(doc: dict) -> str:
     m, cfg = doc["machine"], doc["config"]
     if not doc["scenarios"]:
-        return "\n".join([f"# dbmigrate benchmark: small migrations", "",
+        return "\n".join(["# dbmigrate benchmark: small migrations", "",
                           f"{doc['started']} (UTC). dbmigrate at `{(m['dbmigrate_commit'] or '?')[:12]}`"
                           f"{' + uncommitted changes' if m['dbmigrate_dirty'] else ''}. Machine: {m['cpu_model']}, "
                           f"{m['cpu_count']} CPUs; PostgreSQL {m['postgresql']}; Python {m['python']}.", "",
