@@ -1,7 +1,7 @@
 """The dbmigrate benchmark: limits and end-to-end runs on the same seeded data, in one command.
 
     python -m benchmarks.run --metrics 1000000 [--reuse-db] \
-        [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,mongo-pg,pg-null] \
+        [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,pg-mysql,mongo-pg,pg-null,small-sqlite,small-pg] \
         [--workers N] [--batch-size N] [--out benchmarks/results]
     python -m benchmarks.run --smoke [--metrics N]   # 100k metric rows by default, every scenario; the tests use 20k
 
@@ -28,6 +28,7 @@ One run:
    pg-mongo-tables     PostgreSQL -> MongoDB, tables layout (one collection per table)
    pg-pg               PostgreSQL -> PostgreSQL (empty database; MLflow's schema made by dbmigrate)
    pg-sqlite           PostgreSQL -> SQLite (a new file)
+   pg-mysql            PostgreSQL -> MySQL/MariaDB (empty database, utf8mb4_bin)
    mongo-pg            MongoDB (tables layout, copied untimed from the source first) -> PostgreSQL
    pg-null             PostgreSQL -> null sink: ``--dry-run`` into MongoDB runs the real plan
                        (read, convert, BSON-encode every document) and sends nothing: the rate a
