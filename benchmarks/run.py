@@ -807,11 +807,11 @@ def run_small_scenarios(names: list[str], args, workdir: Path, tag: str, failure
 def render_small(small: list[dict]) -> list[str]:
     out = ["## Small migrations (wall clock of the whole process, verification included)", "",
            "| scenario | rows | cold: wall s | warm: wall s (median) | target | result | warm phases (s) "
-           "| cold phases (s) | peak RSS tree (MB) |",
-           "|---|---:|---:|---:|---:|---|---|---|---:|"]
+           "| cold phases (s) | peak RSS tree (MB) | load average (1 min, warm runs) |",
+           "|---|---:|---:|---:|---:|---|---|---|---:|---|"]
     for s in small:
         if s.get("harness_error"):
-            out.append(f"| {s['scenario']} | FAILED: {s['harness_error'][:120]} |" + " |" * 7)
+            out.append(f"| {s['scenario']} | FAILED: {s['harness_error'][:120]} |" + " |" * 8)
             continue
         w, c = s.get("warm_median") or {}, s["cold"]
 
@@ -821,7 +821,8 @@ def render_small(small: list[dict]) -> list[str]:
         out.append(f"| {s['scenario']} | {_n(w.get('rows'))} | {c['wall_seconds']:.2f} | "
                    f"{_n(w.get('wall_seconds'), '.2f')} ({walls}) "
                    f"| < {s['target_seconds']:.0f} s | {s['result']} | {ph(w.get('phases'))} | {ph(c.get('phases'))} "
-                   f"| {_n(w.get('peak_rss_tree_mb'), '.0f')} |")
+                   f"| {_n(w.get('peak_rss_tree_mb'), '.0f')} | "
+                   f"{', '.join(str(r['loadavg'][0]).split()[0] for r in s['runs'][1:] if r.get('loadavg'))} |")
     out += ["", "cold: the first run, with an empty schema cache (MLflow's migrations make the target schema in a "
             "child process and it is recorded); warm: the schema replayed from the cache and checked. Phases "
             "are dbmigrate's own (report JSON `phases`); the rest of the wall clock is process start, imports "
