@@ -2,7 +2,8 @@
 
 The target schema is MLflow's own at the source's alembic revision (dbmigrate.sql_schema). Rows
 arrive per table in foreign-key order, with their ids, and go in with each engine's fast path:
-PostgreSQL `COPY FROM STDIN`, MySQL multi-row INSERT (PyMySQL's executemany), SQLite executemany.
+PostgreSQL `COPY FROM STDIN`, MySQL `LOAD DATA LOCAL INFILE` from memory (multi-row INSERT where
+the server does not allow it, and for any batch LOAD DATA would change), SQLite executemany.
 Each batch is committed before `insert_rows` returns, so a checkpoint after it is safe.
 Afterwards sequences / AUTO_INCREMENT move past the copied ids.
 
@@ -408,7 +409,7 @@ class SqlWriter:
         if encoded is None:
             return False
         data, hex_columns = encoded
-        name = f"dbmigrate-batch-{table}"
+        name = "dbmigrate-batch"  # what the server asks for back; no file of that name is read
         targets = ", ".join(f"@h{i}" if i in hex_columns else self.q(c) for i, c in enumerate(columns))
         sets = ", ".join(f"{self.q(columns[i])} = UNHEX(@h{i})" for i in sorted(hex_columns))
         sql = (f"LOAD DATA LOCAL INFILE '{name}' INTO TABLE {self.q(table)} CHARACTER SET utf8mb4 "
