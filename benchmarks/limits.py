@@ -35,6 +35,10 @@ What each number means:
 * ``bson.encode`` -- :func:`null_sink_encode`. ``bson.encode`` of the same documents into
   nothing: the client-side cost of producing what a real mongod would be offered, i.e. the
   ceiling of a single Python process feeding any MongoDB server.
+* ``mysql LOAD DATA LOCAL INFILE`` -- :func:`mysql_load_data_limit`. The metrics rows, written to
+  a file first (untimed), loaded into MLflow's own MySQL/MariaDB schema (made by MLflow; keys,
+  indexes and foreign key live) through PyMySQL in one statement and transaction: the MySQL
+  target's bulk ingest limit. Optionally the multi-row INSERT of a sample, for comparison.
 * ``sqlite executemany`` -- :func:`sqlite_executemany_limit`. ``executemany`` of the metrics
   rows into MLflow's own SQLite schema (created by MLflow; indexes and foreign keys live,
   ``PRAGMA foreign_keys=ON`` as MLflow sets it, journal_mode=WAL, synchronous=OFF), one
@@ -412,6 +416,109 @@ def sqlite_parents(uri: str) -> dict[str, tuple[list, list]]:
             return out
     finally:
         conn.close()
+
+
+# ----------------------------------------------------------------------------- MySQL / MariaDB
+def _mysql_connect(admin_uri: str, database: str | None = None, **kw):
+    import pymysql
+    from urllib.parse import unquote, urlsplit
+    u = urlsplit(admin_uri)
+    return pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306, user=unquote(u.username or "root"),
+                           password=unquote(u.password or ""), database=database, charset="utf8mb4", **kw)
+
+
+def mysql_database_uri(admin_uri: str, name: str) -> str:
+    head = admin_uri.split("?", 1)[0].rstrip("/")
+    if head.count("/") > 2:
+        head = head.rsplit("/", 1)[0]
+    return f"{head}/{name}"
+
+
+def mysql_create_database(admin_uri: str, name: str) -> str:
+    """A fresh database as MLflow needs it on MySQL/MariaDB (utf8mb4, binary collation); its URI."""
+    conn = _mysql_connect(admin_uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    finally:
+        conn.close()
+    return mysql_database_uri(admin_uri, name)
+
+
+def mysql_drop_database(admin_uri: str, name: str) -> None:
+    conn = _mysql_connect(admin_uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+def mysql_load_data_limit(admin_uri: str, rows: Sequence[tuple], parents: dict[str, tuple[list, list]],
+                          scratch_name: str, insert_rows: int = 0, chunk: int = DEFAULT_BATCH) -> list[Measurement]:
+    """The MySQL/MariaDB ingest limit: ``LOAD DATA LOCAL INFILE`` of the metrics rows (written to a
+    temporary file first, untimed, in the server's default text format: tab-separated, ``\\N`` for
+    NULL, backslash escapes) through PyMySQL into the metrics table of a scratch database whose
+    schema MLflow itself made (utf8mb4_bin; primary key, indexes and foreign key live; experiments
+    and runs copied in first), one transaction. With `insert_rows`, also the multi-row INSERT
+    (PyMySQL ``executemany``, `chunk` rows per call) of that many rows, for comparison."""
+    from dbmigrate.writers.sql import _mysql_infile
+    uri = mysql_create_database(admin_uri, scratch_name)
+    out = []
+    path = None
+    try:
+        init_mlflow_schema("mysql+pymysql://" + uri.split("://", 1)[1])
+        conn = _mysql_connect(admin_uri, scratch_name, local_infile=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT VERSION()")
+                version = cur.fetchone()[0]
+                cur.execute("DELETE FROM experiment_tags")
+                cur.execute("DELETE FROM experiments")
+                cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+                for table, (columns, prows) in parents.items():
+                    cols = ", ".join(f"`{c}`" for c in columns)
+                    cur.executemany(f"INSERT INTO `{table}` ({cols}) VALUES ({', '.join(['%s'] * len(columns))})",
+                                    [tuple(r) for r in prows])
+                conn.commit()
+                fd, path = tempfile.mkstemp(prefix="dbm-limit-", suffix=".tsv")
+                with os.fdopen(fd, "wb") as f:
+                    for i in range(0, len(rows), 100_000):
+                        f.write(_mysql_infile(rows[i:i + 100_000], len(METRIC_COLUMNS))[0])
+                size = os.path.getsize(path)
+                cols = ", ".join(f"`{c}`" for c in METRIC_COLUMNS)
+                t0 = time.perf_counter()
+                cur.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE metrics CHARACTER SET utf8mb4 ({cols})", (path,))
+                conn.commit()
+                seconds = time.perf_counter() - t0
+                cur.execute("SELECT COUNT(*) FROM metrics")
+                n = cur.fetchone()[0]
+                if n != len(rows):
+                    raise RuntimeError(f"LOAD DATA stored {n} of {len(rows)} rows")
+                out.append(Measurement("mysql LOAD DATA LOCAL INFILE -> metrics (MLflow schema)", len(rows), seconds,
+                                       size, f"PyMySQL, file {size / 1e6:.0f} MB, indexes and foreign key live, "
+                                       f"1 transaction; {version}"))
+                if insert_rows:
+                    sample = rows[:insert_rows]
+                    cur.execute("DELETE FROM metrics")
+                    conn.commit()
+                    insert = f"INSERT INTO metrics ({cols}) VALUES ({', '.join(['%s'] * len(METRIC_COLUMNS))})"
+                    t0 = time.perf_counter()
+                    for i in range(0, len(sample), chunk):
+                        cur.executemany(insert, sample[i:i + chunk])
+                        conn.commit()
+                    seconds = time.perf_counter() - t0
+                    out.append(Measurement("mysql executemany INSERT -> metrics (MLflow schema)", len(sample), seconds,
+                                           None, f"PyMySQL multi-row INSERT, {chunk} rows per call and commit, "
+                                           f"indexes live; {version}"))
+        finally:
+            conn.close()
+    finally:
+        if path:
+            Path(path).unlink(missing_ok=True)
+        mysql_drop_database(admin_uri, scratch_name)
+    return out
 
 
 # ----------------------------------------------------------------------------- report

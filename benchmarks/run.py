@@ -1,7 +1,7 @@
 """The dbmigrate benchmark: limits and end-to-end runs on the same seeded data, in one command.
 
     python -m benchmarks.run --metrics 1000000 [--reuse-db] \
-        [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,mongo-pg,pg-null] \
+        [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,pg-mysql,mongo-pg,pg-null,small-sqlite,small-pg] \
         [--workers N] [--batch-size N] [--out benchmarks/results]
     python -m benchmarks.run --smoke [--metrics N]   # 100k metric rows by default, every scenario; the tests use 20k
 
@@ -28,6 +28,7 @@ One run:
    pg-mongo-tables     PostgreSQL -> MongoDB, tables layout (one collection per table)
    pg-pg               PostgreSQL -> PostgreSQL (empty database; MLflow's schema made by dbmigrate)
    pg-sqlite           PostgreSQL -> SQLite (a new file)
+   pg-mysql            PostgreSQL -> MySQL/MariaDB (empty database, utf8mb4_bin)
    mongo-pg            MongoDB (tables layout, copied untimed from the source first) -> PostgreSQL
    pg-null             PostgreSQL -> null sink: ``--dry-run`` into MongoDB runs the real plan
                        (read, convert, BSON-encode every document) and sends nothing: the rate a
@@ -70,6 +71,8 @@ from benchmarks import limits as L
 from benchmarks.generate import REPO_ROOT, Sizes, drop_database, generate, pg_dsn
 
 ADMIN_URI = "postgresql://postgres@127.0.0.1:5432/postgres"
+MYSQL_ADMIN_URI = "mysql://root@127.0.0.1:3306/"
+SMALL_TARGET_SECONDS = 3.0
 RSS_TARGET_MB = 400.0
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CPU_PROGRESS_TICKS = max(1, CLK_TCK // 5)  # 0.2 s of CPU counts as progress
@@ -94,6 +97,7 @@ SCENARIOS = [  # canonical order: mongo-pg reuses pg-mongo-tables' target as its
              "pg", "null", "mlflow-mongodb", "run_metrics", "read.metrics", None),
     Scenario("pg-pg", "PostgreSQL -> PostgreSQL", "pg", "pg", None, "metrics", "pg_copy_in.best", 0.70),
     Scenario("pg-sqlite", "PostgreSQL -> SQLite", "pg", "sqlite", None, "metrics", "sqlite.executemany", 0.70),
+    Scenario("pg-mysql", "PostgreSQL -> MySQL/MariaDB", "pg", "mysql", None, "metrics", "mysql.load_data", 0.70),
     Scenario("pg-mongo", "PostgreSQL -> MongoDB (mlflow-mongodb layout)", "pg", "mongo", "mlflow-mongodb",
              "run_metrics", "mongo.run_metrics.dict", 0.90),
     Scenario("pg-mongo-tables", "PostgreSQL -> MongoDB (tables layout)", "pg", "mongo", "tables",
@@ -102,6 +106,10 @@ SCENARIOS = [  # canonical order: mongo-pg reuses pg-mongo-tables' target as its
              "pg_copy_in.best", None),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
+# Small migrations: the tests' MLflow 3.17.2 source (~300 rows in 65 tables) -> a new target, wall
+# clock of the whole process with verification (dbmigrate's default), one cold run (empty schema
+# cache: MLflow's migrations) then --small-runs warm ones (the median counts).
+SMALL = {"small-sqlite": "sqlite", "small-pg": "pg"}
 
 
 def scale_name(n: int) -> str:
@@ -524,6 +532,18 @@ def measure_limits(args, src_uri: str, counts: dict[str, int], selected: list[Sc
                     best.bytes, f"= {best.name}"))
         lim.guarded("pg COPY FROM", copy_in)
 
+    if "pg-mysql" in need:
+        log("\nlimits: MySQL/MariaDB LOAD DATA LOCAL INFILE into MLflow's schema")
+
+        def mysql_limit():
+            rows = L.metric_rows(src_uri)
+            parents = L.sqlite_parents(src_uri)
+            for m in L.mysql_load_data_limit(args.mysql_admin, rows, parents, f"bench_scratch_mysql_{os.getpid()}",
+                                             insert_rows=args.mysql_insert_limit_rows, chunk=batch):
+                lim.add("mysql.load_data" if "LOAD DATA" in m.name else "mysql.executemany", m)
+        lim.guarded("mysql LOAD DATA", mysql_limit)
+        gc.collect()
+
     if "pg-sqlite" in need:
         log("\nlimits: SQLite executemany into MLflow's schema")
 
@@ -566,18 +586,19 @@ def _py_spy(pid: int) -> str:
 
 
 def run_dbmigrate(name: str, source: str, target: str, extra: list[str], workdir: Path, args,
-                  timeout: float) -> dict:
+                  timeout: float, verify: str | None = "none", env_extra: dict | None = None) -> dict:
     stall = args.stall_timeout
     report_path = workdir / f"{name}.report.json"
     report_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "dbmigrate.cli", "migrate", "--source", source, "--target", target,
-           "--report-json", str(report_path), "--no-progress", "--verify", "none",
+           "--report-json", str(report_path), "--no-progress", *(["--verify", verify] if verify else []),
            "--state-dir", str(workdir / f"state-{name}"), *extra]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBMIGRATE_")}
+    env.update(env_extra or {})
     out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     load_before = loadavg()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -626,6 +647,14 @@ def run_dbmigrate(name: str, source: str, target: str, extra: list[str], workdir
 def target_count(kind: str, uri: str, dest: str) -> int | None:
     if kind == "pg":
         return pg_exec(uri, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(dest)))[0][0]
+    if kind == "mysql":
+        conn = L._mysql_connect(uri, uri.rpartition("/")[2])
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT count(*) FROM `{dest}`")
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
     if kind == "sqlite":
         import sqlite3
         conn = sqlite3.connect(uri.removeprefix("sqlite:///"))
@@ -692,6 +721,115 @@ def summarise(sc: Scenario, res: dict, lim: Limits, source_metrics: int, mongo_s
             "run": {k: v for k, v in res.items() if k != "report"}}
 
 
+# ----------------------------------------------------------------------------- small migrations
+def small_source(pg_admin: str, database: str) -> str:
+    """The tests' small MLflow source (tests/conftest.py's mlflow_source at MLflow 3.17.2: MLflow's
+    client, then tests/support/fill_all_tables.py giving every table rows), made once and kept."""
+    uri = pg_dsn(pg_admin, database)
+    if pg_database_exists(pg_admin, database):
+        try:
+            if pg_exec(uri, "SELECT count(*) FROM alembic_version")[0][0] == 1 and \
+                    pg_exec(uri, "SELECT count(*) FROM model_version_tags")[0][0] > 0:
+                return uri
+        except Exception:  # noqa: BLE001 - half made: made again
+            pass
+        drop_database(pg_admin, database)
+    log(f"source: making {database} with MLflow's client (tests/support/make_source.py + fill_all_tables.py)")
+    pg_create_database(pg_admin, database)
+    code = ("import json, sys; from tests.support.make_source import populate; "
+            "from tests.support.fill_all_tables import fill; populate(sys.argv[1]); fill(sys.argv[1])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DBMIGRATE_"))}
+    env.update(GIT_PYTHON_REFRESH="quiet", MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="false")
+    res = subprocess.run([sys.executable, "-c", code, "postgresql+psycopg2://" + uri.split("://", 1)[1]],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if res.returncode:
+        drop_database(pg_admin, database)
+        raise RuntimeError(f"making the small source failed:\n{res.stderr[-3000:]}")
+    return uri
+
+
+def run_small_scenarios(names: list[str], args, workdir: Path, tag: str, failures: list[str]) -> list[dict]:
+    """Each small-* scenario: one cold run (a new, empty schema cache: the schema is made by MLflow's
+    migrations in a child process, and recorded), then args.small_runs warm runs (the schema from
+    the cache); every run into a new target, verification on (dbmigrate's default)."""
+    out = []
+    try:
+        src = small_source(args.pg_admin, args.small_database)
+    except Exception as exc:  # noqa: BLE001
+        failures.append(f"small source: {exc!r}")
+        return [{"scenario": n, "harness_error": repr(exc)} for n in names]
+    counts = pg_table_counts(src)
+    for name in names:
+        kind = SMALL[name]
+        log(f"\nscenario {name}: MLflow 3.17.2 test source ({sum(counts.values())} rows in "
+            f"{sum(1 for n in counts.values() if n)} non-empty tables) -> {kind}, verification on")
+        cache = workdir / f"schema-cache-{name}"
+        runs = []
+        for i in range(1 + max(1, args.small_runs)):
+            tgt = None
+            try:
+                if kind == "pg":
+                    db = f"bench_t{tag}_{name.replace('-', '_')}_{i}"
+                    tgt = pg_create_database(args.pg_admin, db)
+                else:
+                    tgt = f"sqlite:///{workdir / f'{name}-{i}.sqlite'}"
+                res = run_dbmigrate(f"{name}-{i}", src, tgt, [], workdir, args, 600, verify=None,
+                                    env_extra={"DBMIGRATE_SCHEMA_CACHE": str(cache)})
+            finally:
+                if kind == "pg" and tgt:
+                    drop_database(args.pg_admin, tgt.rpartition("/")[2])
+                elif tgt:
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        Path(tgt.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+            rep = res.get("report") or {}
+            run = {"cold": i == 0, "exit_code": res["exit_code"], "wall_seconds": res["wall_seconds"],
+                   "report_seconds": rep.get("seconds"), "phases": rep.get("phases"),
+                   "verification": (rep.get("settings") or {}).get("verify"),
+                   "rows": sum(t.get("migrated") or 0 for t in rep.get("tables", [])),
+                   "peak_rss_tree_mb": res["peak_rss_tree_mb"], "status": rep.get("status"),
+                   "loadavg": [res["loadavg_before"], res["loadavg_after"]]}
+            runs.append(run)
+            log(f"  {'cold' if i == 0 else 'warm'} run: exit {res['exit_code']}, wall {res['wall_seconds']:.2f} s, "
+                f"phases {run['phases']}")
+            if res["exit_code"] != 0:
+                failures.append(f"{name} run {i}: dbmigrate exit {res['exit_code']}")
+                log("  stderr tail:\n    " + "\n    ".join(res["stderr_tail"][-15:]))
+        warm = sorted((r for r in runs[1:] if r["exit_code"] == 0), key=lambda r: r["wall_seconds"])
+        median = warm[len(warm) // 2] if warm else None
+        out.append({"scenario": name, "target": kind, "source_rows": sum(counts.values()),
+                    "source_tables": len(counts), "runs": runs, "cold": runs[0], "warm_median": median,
+                    "target_seconds": SMALL_TARGET_SECONDS,
+                    "result": "n/a" if median is None else
+                    "PASS" if median["wall_seconds"] < SMALL_TARGET_SECONDS else "MISS"})
+    return out
+
+
+def render_small(small: list[dict]) -> list[str]:
+    out = ["## Small migrations (wall clock of the whole process, verification included)", "",
+           "| scenario | rows | cold: wall s | warm: wall s (median) | target | result | warm phases (s) "
+           "| cold phases (s) | peak RSS tree (MB) | load average (1 min, warm runs) |",
+           "|---|---:|---:|---:|---:|---|---|---|---:|---|"]
+    for s in small:
+        if s.get("harness_error"):
+            out.append(f"| {s['scenario']} | FAILED: {s['harness_error'][:120]} |" + " |" * 8)
+            continue
+        w, c = s.get("warm_median") or {}, s["cold"]
+
+        def ph(p):
+            return ", ".join(f"{k} {v:.2f}" for k, v in (p or {}).items())
+        walls = ", ".join(format(r["wall_seconds"], ".2f") for r in s["runs"][1:])
+        out.append(f"| {s['scenario']} | {_n(w.get('rows'))} | {c['wall_seconds']:.2f} | "
+                   f"{_n(w.get('wall_seconds'), '.2f')} ({walls}) "
+                   f"| < {s['target_seconds']:.0f} s | {s['result']} | {ph(w.get('phases'))} | {ph(c.get('phases'))} "
+                   f"| {_n(w.get('peak_rss_tree_mb'), '.0f')} | "
+                   f"{', '.join(str(r['loadavg'][0]).split()[0] for r in s['runs'][1:] if r.get('loadavg'))} |")
+    out += ["", "cold: the first run, with an empty schema cache (MLflow's migrations make the target schema in a "
+            "child process and it is recorded); warm: the schema replayed from the cache and checked. Phases "
+            "are dbmigrate's own (report JSON `phases`); the rest of the wall clock is process start, imports "
+            "and the report.", ""]
+    return out
+
+
 # ----------------------------------------------------------------------------- rendering
 def _n(v, fmt=",.0f", none="–"):
     return none if v is None else format(v, fmt)
@@ -703,6 +841,12 @@ def _pct(v):
 
 def render_markdown(doc: dict) -> str:
     m, cfg = doc["machine"], doc["config"]
+    if not doc["scenarios"]:
+        return "\n".join(["# dbmigrate benchmark: small migrations", "",
+                          f"{doc['started']} (UTC). dbmigrate at `{(m['dbmigrate_commit'] or '?')[:12]}`"
+                          f"{' + uncommitted changes' if m['dbmigrate_dirty'] else ''}. Machine: {m['cpu_model']}, "
+                          f"{m['cpu_count']} CPUs; PostgreSQL {m['postgresql']}; Python {m['python']}.", "",
+                          *render_small(doc.get("small") or [])])
     out = [f"# dbmigrate benchmark: {cfg['scale']} ({cfg['metrics']:,} metric rows)", ""]
     out.append(f"{doc['started']} (UTC), {doc['seconds']:.0f} s. dbmigrate {m['dbmigrate_version']} at "
                f"`{(m['dbmigrate_commit'] or '?')[:12]}`"
@@ -741,6 +885,8 @@ def render_markdown(doc: dict) -> str:
                "'all' columns use the wall time of the whole dbmigrate process (start-up, schema, plan, "
                "copy, indexes/sequences; `--verify none`).")
     out.append("")
+    if doc.get("small"):
+        out += render_small(doc["small"])
     out.append("## Limits (same data, same machine, same run)")
     out.append("")
     out.append("| key | measurement | rows | seconds | rows/s | MB/s | note |")
@@ -819,6 +965,10 @@ def scaling_rows(out_dir: Path, current: dict, current_file: str) -> list[dict]:
 
 def print_summary(doc: dict) -> None:
     log("")
+    for s in doc.get("small") or []:
+        w = s.get("warm_median") or {}
+        log(f"{s['scenario']:<16} cold {s.get('cold', {}).get('wall_seconds', float('nan')):.2f} s, warm (median) "
+            f"{_n(w.get('wall_seconds'), '.2f')} s, target < {SMALL_TARGET_SECONDS:.0f} s: {s.get('result')}")
     hdr = (f"{'scenario':<16} {'metrics':>11} {'sec':>8} {'rows/s':>10} {'limit r/s':>10} {'ratio':>6} "
            f"{'target':>6} {'':4} {'s/M':>6} {'RSS tree':>8} {'max1':>6} {'all rows':>10} {'wall s':>8} "
            f"{'all r/s':>9} {'s/M all':>7}")
@@ -845,8 +995,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None,
                     help="runs in the source (default: metrics/100 within 1000..10000; tags 5x, params 10x)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
-                    help="comma list of: " + ", ".join(s.name for s in SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join([*(s.name for s in SCENARIOS), *SMALL]),
+                    help="comma list of: " + ", ".join([*(s.name for s in SCENARIOS), *SMALL]))
+    ap.add_argument("--mysql-admin", default=MYSQL_ADMIN_URI, help="the MySQL/MariaDB server used (pg-mysql)")
+    ap.add_argument("--mysql-insert-limit-rows", type=int, default=100_000,
+                    help="rows for the MySQL multi-row INSERT comparison (a rate; 0: not measured)")
+    ap.add_argument("--small-runs", type=int, default=3,
+                    help="warm runs of each small-* scenario (the median counts); one cold run comes first")
+    ap.add_argument("--small-database", default="bench_small",
+                    help="the small MLflow-made source of the small-* scenarios (made when missing)")
     ap.add_argument("--workers", type=int, default=None, help="passed to dbmigrate (default: its own)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="passed to dbmigrate and used for the MongoDB limit (default: dbmigrate's 10000)")
@@ -879,11 +1036,12 @@ def main(argv: list[str] | None = None) -> int:
         args.stall_timeout = 300.0 if args.smoke else 1800.0
     args.copy_formats = [f.strip() for f in args.copy_formats.split(",") if f.strip()]
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BY_NAME]
+    unknown = [n for n in names if n not in BY_NAME and n not in SMALL]
     if unknown:
-        ap.error(f"unknown scenario(s) {unknown}; choose from {', '.join(BY_NAME)}")
+        ap.error(f"unknown scenario(s) {unknown}; choose from {', '.join([*BY_NAME, *SMALL])}")
     selected = [s for s in SCENARIOS if s.name in names]
-    scale = scale_name(args.metrics)
+    small = [n for n in names if n in SMALL]
+    scale = scale_name(args.metrics) if selected else "small"
     database = args.database or f"bench_{scale}"
     batch = args.batch_size or L.DEFAULT_BATCH
     out_dir = Path(args.out)
@@ -898,136 +1056,150 @@ def main(argv: list[str] | None = None) -> int:
     created_pg: list[str] = []
     doc: dict = {}
     try:
-        # ---------------------------------------------------------------- source
         sizes = sizes_for(args.metrics, args.runs)
-        src_uri = pg_dsn(args.pg_admin, database)
+        counts: dict[str, int] = {}
         gen_info = None
-        if args.reuse_db and pg_database_exists(args.pg_admin, database):
-            log(f"source: reusing {database}")
-        else:
-            log(f"source: generating {database}: {sizes}, seed {args.seed}")
-            gen_info = generate(args.pg_admin, database, sizes, args.seed, drop_existing=True,
-                                log=lambda s: log("  " + s.strip()))
-            generated = True
-        counts = pg_table_counts(src_uri)
-        want = {"metrics": sizes.metrics, "runs": sizes.runs, "params": sizes.params, "tags": sizes.tags}
-        wrong = {t: (counts.get(t), n) for t, n in want.items() if counts.get(t) != n}
-        if wrong:
-            raise SystemExit(f"{database} does not hold the expected rows (table: (has, expected)) {wrong}; "
-                             "run without --reuse-db to regenerate it")
-        log("  " + ", ".join(f"{t} {n:,}" for t, n in counts.items() if n))
+        lim = Limits()
+        results: list[dict] = []
+        mongo_version = None
+        if selected:  # the small-* scenarios need no generated source, limits or MongoDB
+            # ---------------------------------------------------------------- source
+            sizes = sizes_for(args.metrics, args.runs)
+            src_uri = pg_dsn(args.pg_admin, database)
+            gen_info = None
+            if args.reuse_db and pg_database_exists(args.pg_admin, database):
+                log(f"source: reusing {database}")
+            else:
+                log(f"source: generating {database}: {sizes}, seed {args.seed}")
+                gen_info = generate(args.pg_admin, database, sizes, args.seed, drop_existing=True,
+                                    log=lambda s: log("  " + s.strip()))
+                generated = True
+            counts = pg_table_counts(src_uri)
+            want = {"metrics": sizes.metrics, "runs": sizes.runs, "params": sizes.params, "tags": sizes.tags}
+            wrong = {t: (counts.get(t), n) for t, n in want.items() if counts.get(t) != n}
+            if wrong:
+                raise SystemExit(f"{database} does not hold the expected rows (table: (has, expected)) {wrong}; "
+                                 "run without --reuse-db to regenerate it")
+            log("  " + ", ".join(f"{t} {n:,}" for t, n in counts.items() if n))
 
-        # ---------------------------------------------------------------- MongoDB server
-        mongo_uri = mongo_version = None
-        if any(s.target in ("mongo", "null") or s.source == "mongo" for s in selected):
-            L._repo_on_path()
-            from tests.support.servers import SecantusServer
-            server = SecantusServer().start()
-            mongo_uri = server.uri
-            import pymongo
-            c = pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
-            mongo_version = c.server_info().get("version")
-            c.close()
-            log(f"SecantusDB {mongo_version} at {mongo_uri} (storage {server.storage})")
-        machine = machine_info(args.pg_admin, mongo_version)
-        log(f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['ram_gib']} GiB; "
-            f"PostgreSQL {machine['postgresql']}; commit {machine['dbmigrate_commit'][:12]}"
-            f"{' (dirty)' if machine['dbmigrate_dirty'] else ''}")
+            # ---------------------------------------------------------------- MongoDB server
+            mongo_uri = mongo_version = None
+            if any(s.target in ("mongo", "null") or s.source == "mongo" for s in selected):
+                L._repo_on_path()
+                from tests.support.servers import SecantusServer
+                server = SecantusServer().start()
+                mongo_uri = server.uri
+                import pymongo
+                c = pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
+                mongo_version = c.server_info().get("version")
+                c.close()
+                log(f"SecantusDB {mongo_version} at {mongo_uri} (storage {server.storage})")
+            machine = machine_info(args.pg_admin, mongo_version)
+            log(f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['ram_gib']} GiB; "
+                f"PostgreSQL {machine['postgresql']}; commit {machine['dbmigrate_commit'][:12]}"
+                f"{' (dirty)' if machine['dbmigrate_dirty'] else ''}")
 
-        # ---------------------------------------------------------------- limits
-        lim = measure_limits(args, src_uri, counts, selected, mongo_uri, workdir, batch)
-        failures += lim.errors
-        shape_docs = getattr(lim, "shape_docs", {})
+            # ---------------------------------------------------------------- limits
+            lim = measure_limits(args, src_uri, counts, selected, mongo_uri, workdir, batch)
+            failures += lim.errors
+            shape_docs = getattr(lim, "shape_docs", {})
 
-        # ---------------------------------------------------------------- scenarios
-        results = []
-        mongo_tables_db = None  # pg-mongo-tables' target, kept as mongo-pg's source
-        mongo_dbs: list[str] = []
-        mongo_source_read = None
-        for sc in selected:
-            log(f"\nscenario {sc.name}: {sc.title}")
-            entry: dict = {"scenario": sc.name, "title": sc.title, "exit_code": None, "total": {}}
-            tgt = None
-            try:
-                extra: list[str] = []
-                source = src_uri
-                if sc.source == "mongo":
-                    if mongo_tables_db is None:
-                        mongo_tables_db = f"bench_s{tag}_tables"
-                        mongo_dbs.append(mongo_tables_db)
-                        log(f"  untimed: PostgreSQL -> MongoDB (tables layout) into {mongo_tables_db} as the source")
-                        pre = run_dbmigrate("mongo-source", src_uri, mongo_with_db(mongo_uri, mongo_tables_db),
-                                            ["--layout", "tables"], workdir, args, args.timeout)
-                        if pre["exit_code"] != 0:
-                            raise RuntimeError(f"preparing the MongoDB source failed (exit {pre['exit_code']}): "
-                                               + "\n".join(pre["stderr_tail"][-10:]))
-                    source = mongo_with_db(mongo_uri, mongo_tables_db)
-                if sc.target == "pg":
-                    name = f"bench_t{tag}_{sc.name.replace('-', '_')}"
-                    tgt = pg_create_database(args.pg_admin, name)
-                    created_pg.append(name)
-                elif sc.target == "sqlite":
-                    tgt = f"sqlite:///{workdir / (sc.name + '.sqlite')}"
-                else:
-                    name = f"bench_t{tag}_{sc.name.replace('-', '_')}"
-                    mongo_dbs.append(name)
-                    tgt = mongo_with_db(mongo_uri, name)
-                    extra += ["--layout", sc.layout]
-                    if sc.target == "null":
-                        extra.append("--dry-run")
-                res = run_dbmigrate(sc.name, source, tgt, extra, workdir, args, args.timeout)
-                if sc.source == "mongo":
-                    # Measured after dbmigrate read the collection (warm server cache): a ceiling.
-                    n = min(counts["metrics"], args.mongo_limit_docs)
-                    log("  limits: MongoDB source read (after the run, cache warm)")
-                    lim.guarded("mongo find", lambda: lim.add("mongo.read.metrics.raw", mongo_read_limit(
-                        mongo_uri, mongo_tables_db, "metrics", n, batch, True)))
-                    lim.guarded("mongo find", lambda: lim.add("mongo.read.metrics.dict", mongo_read_limit(
-                        mongo_uri, mongo_tables_db, "metrics", n, batch, False)))
-                    mongo_source_read = lim.rate("mongo.read.metrics.raw")
-                entry = summarise(sc, res, lim, counts["metrics"], mongo_source_read)
-                ok = res["exit_code"] == 0 and entry["metrics"] is not None
-                if res["exit_code"] != 0:
-                    failures.append(f"{sc.name}: dbmigrate exit {res['exit_code']}: {entry.get('error')}")
-                    log("  dbmigrate FAILED, stderr tail:\n    " + "\n    ".join(res["stderr_tail"][-15:]))
-                elif entry["metrics"] is None:
-                    failures.append(f"{sc.name}: no metrics row in dbmigrate's report")
-                if ok and sc.target != "null":
-                    n = target_count(sc.target, tgt, sc.metrics_dest)
-                    entry["target_check"] = f"{sc.metrics_dest} holds {n:,} of {counts['metrics']:,}" + \
-                        ("" if n == counts["metrics"] else " -- MISMATCH")
-                    if sc.target == "mongo" and shape_docs.get(sc.metrics_dest):
-                        entry["limit_shape"] = check_limit_shape(mongo_uri, tgt.rpartition("/")[2], sc.metrics_dest,
-                                                                 shape_docs[sc.metrics_dest])
-                elif ok:
-                    entry["target_check"] = f"dry run: {entry['metrics']['rows']:,} metrics rows converted"
-                h = entry.get("metrics") or {}
-                log(f"  exit {res['exit_code']}, wall {res['wall_seconds']:.2f} s; metrics {_n(h.get('rows'))} rows "
-                    f"in {_n(h.get('seconds'), '.2f')} s = {_n(h.get('rows_per_s'))} rows/s, "
-                    f"ratio {_pct(h.get('ratio'))} of {h.get('limit_key')} ({h.get('result')}); "
-                    f"peak RSS tree {res['peak_rss_tree_mb']:.0f} MB (largest process {res['peak_rss_single_mb']:.0f} MB)")
-            except Exception as exc:  # noqa: BLE001 - recorded, next scenario
-                traceback.print_exc()
-                failures.append(f"{sc.name}: {exc!r}")
-                entry["harness_error"] = repr(exc)
-            finally:
-                if sc.target == "pg" and tgt:
-                    drop_database(args.pg_admin, tgt.rpartition("/")[2])
-                    created_pg.remove(tgt.rpartition("/")[2])
-                elif sc.target == "sqlite" and tgt:
-                    for suffix in ("", "-wal", "-shm", "-journal"):
-                        Path(tgt.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
-                elif sc.target in ("mongo", "null") and tgt:
-                    name = tgt.rpartition("/")[2]
-                    keep = sc.name == "pg-mongo-tables" and "mongo-pg" in names and entry.get("exit_code") == 0
-                    if keep:
-                        mongo_tables_db = name
+            # ---------------------------------------------------------------- scenarios
+            results = []
+            mongo_tables_db = None  # pg-mongo-tables' target, kept as mongo-pg's source
+            mongo_dbs: list[str] = []
+            mongo_source_read = None
+            for sc in selected:
+                log(f"\nscenario {sc.name}: {sc.title}")
+                entry: dict = {"scenario": sc.name, "title": sc.title, "exit_code": None, "total": {}}
+                tgt = None
+                try:
+                    extra: list[str] = []
+                    source = src_uri
+                    if sc.source == "mongo":
+                        if mongo_tables_db is None:
+                            mongo_tables_db = f"bench_s{tag}_tables"
+                            mongo_dbs.append(mongo_tables_db)
+                            log(f"  untimed: PostgreSQL -> MongoDB (tables layout) into {mongo_tables_db} as the source")
+                            pre = run_dbmigrate("mongo-source", src_uri, mongo_with_db(mongo_uri, mongo_tables_db),
+                                                ["--layout", "tables"], workdir, args, args.timeout)
+                            if pre["exit_code"] != 0:
+                                raise RuntimeError(f"preparing the MongoDB source failed (exit {pre['exit_code']}): "
+                                                   + "\n".join(pre["stderr_tail"][-10:]))
+                        source = mongo_with_db(mongo_uri, mongo_tables_db)
+                    if sc.target == "pg":
+                        name = f"bench_t{tag}_{sc.name.replace('-', '_')}"
+                        tgt = pg_create_database(args.pg_admin, name)
+                        created_pg.append(name)
+                    elif sc.target == "sqlite":
+                        tgt = f"sqlite:///{workdir / (sc.name + '.sqlite')}"
+                    elif sc.target == "mysql":
+                        tgt = L.mysql_create_database(args.mysql_admin, f"bench_t{tag}_{sc.name.replace('-', '_')}")
                     else:
-                        _mongo_drop(mongo_uri, name)
-                        mongo_dbs.remove(name)
-            results.append(entry)
-        for name in list(mongo_dbs):
-            _mongo_drop(mongo_uri, name)
+                        name = f"bench_t{tag}_{sc.name.replace('-', '_')}"
+                        mongo_dbs.append(name)
+                        tgt = mongo_with_db(mongo_uri, name)
+                        extra += ["--layout", sc.layout]
+                        if sc.target == "null":
+                            extra.append("--dry-run")
+                    res = run_dbmigrate(sc.name, source, tgt, extra, workdir, args, args.timeout)
+                    if sc.source == "mongo":
+                        # Measured after dbmigrate read the collection (warm server cache): a ceiling.
+                        n = min(counts["metrics"], args.mongo_limit_docs)
+                        log("  limits: MongoDB source read (after the run, cache warm)")
+                        lim.guarded("mongo find", lambda: lim.add("mongo.read.metrics.raw", mongo_read_limit(
+                            mongo_uri, mongo_tables_db, "metrics", n, batch, True)))
+                        lim.guarded("mongo find", lambda: lim.add("mongo.read.metrics.dict", mongo_read_limit(
+                            mongo_uri, mongo_tables_db, "metrics", n, batch, False)))
+                        mongo_source_read = lim.rate("mongo.read.metrics.raw")
+                    entry = summarise(sc, res, lim, counts["metrics"], mongo_source_read)
+                    ok = res["exit_code"] == 0 and entry["metrics"] is not None
+                    if res["exit_code"] != 0:
+                        failures.append(f"{sc.name}: dbmigrate exit {res['exit_code']}: {entry.get('error')}")
+                        log("  dbmigrate FAILED, stderr tail:\n    " + "\n    ".join(res["stderr_tail"][-15:]))
+                    elif entry["metrics"] is None:
+                        failures.append(f"{sc.name}: no metrics row in dbmigrate's report")
+                    if ok and sc.target != "null":
+                        n = target_count(sc.target, tgt, sc.metrics_dest)
+                        entry["target_check"] = f"{sc.metrics_dest} holds {n:,} of {counts['metrics']:,}" + \
+                            ("" if n == counts["metrics"] else " -- MISMATCH")
+                        if sc.target == "mongo" and shape_docs.get(sc.metrics_dest):
+                            entry["limit_shape"] = check_limit_shape(mongo_uri, tgt.rpartition("/")[2], sc.metrics_dest,
+                                                                     shape_docs[sc.metrics_dest])
+                    elif ok:
+                        entry["target_check"] = f"dry run: {entry['metrics']['rows']:,} metrics rows converted"
+                    h = entry.get("metrics") or {}
+                    log(f"  exit {res['exit_code']}, wall {res['wall_seconds']:.2f} s; metrics {_n(h.get('rows'))} rows "
+                        f"in {_n(h.get('seconds'), '.2f')} s = {_n(h.get('rows_per_s'))} rows/s, "
+                        f"ratio {_pct(h.get('ratio'))} of {h.get('limit_key')} ({h.get('result')}); "
+                        f"peak RSS tree {res['peak_rss_tree_mb']:.0f} MB (largest process {res['peak_rss_single_mb']:.0f} MB)")
+                except Exception as exc:  # noqa: BLE001 - recorded, next scenario
+                    traceback.print_exc()
+                    failures.append(f"{sc.name}: {exc!r}")
+                    entry["harness_error"] = repr(exc)
+                finally:
+                    if sc.target == "pg" and tgt:
+                        drop_database(args.pg_admin, tgt.rpartition("/")[2])
+                        created_pg.remove(tgt.rpartition("/")[2])
+                    elif sc.target == "sqlite" and tgt:
+                        for suffix in ("", "-wal", "-shm", "-journal"):
+                            Path(tgt.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+                    elif sc.target == "mysql" and tgt:
+                        L.mysql_drop_database(args.mysql_admin, tgt.rpartition("/")[2])
+                    elif sc.target in ("mongo", "null") and tgt:
+                        name = tgt.rpartition("/")[2]
+                        keep = sc.name == "pg-mongo-tables" and "mongo-pg" in names and entry.get("exit_code") == 0
+                        if keep:
+                            mongo_tables_db = name
+                        else:
+                            _mongo_drop(mongo_uri, name)
+                            mongo_dbs.remove(name)
+                results.append(entry)
+            for name in list(mongo_dbs):
+                _mongo_drop(mongo_uri, name)
+        if not selected:
+            machine = machine_info(args.pg_admin, None)
+        small_results = run_small_scenarios(small, args, workdir, tag, failures) if small else []
 
         # ---------------------------------------------------------------- write
         doc = {
@@ -1045,6 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
             "limits": [{"key": k, **lim.by_key[k].as_dict()} for k in lim.order],
             "limit_errors": lim.errors,
             "scenarios": results,
+            "small": small_results,
             "failures": failures,
         }
         stamp = started.strftime("%Y%m%dT%H%M%SZ")

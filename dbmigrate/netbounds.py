@@ -118,7 +118,13 @@ def mysql_connection_class(connect_timeout: int):
     the server when they wait long (see the module docstring)."""
     import pymysql.connections
 
+    install_infile_hook()
+
     class BoundedConnection(pymysql.connections.Connection):
+        # LOAD DATA LOCAL INFILE: the (name, bytes) being sent, else None. A dbmigrate connection
+        # sends the server no file but that buffer, whatever file the server asks for.
+        dbmigrate_infile = None
+
         def __init__(self, *args, **kwargs):
             self._dbm_connect_timeout = connect_timeout
             kwargs["connect_timeout"] = connect_timeout
@@ -184,3 +190,36 @@ def bounded_engine(url: str, connect_timeout: int = 10, **kwargs):
     if name in ("mysql", "mariadb"):
         bound_mysql_engine(engine, connect_timeout)
     return engine
+
+
+def install_infile_hook() -> bool:
+    """Make PyMySQL's LOAD DATA LOCAL INFILE send a dbmigrate connection's in-memory buffer
+    (``conn.dbmigrate_infile = (name, data)``) instead of reading a file, and refuse every other
+    file the server asks such a connection for (a server may ask a client with local_infile for
+    any file: with this, a dbmigrate connection can give it nothing but the batch it is loading).
+    Connections that are not dbmigrate's keep PyMySQL's own behaviour. False when this PyMySQL has
+    no such hook (then the MySQL writer uses INSERT)."""
+    import pymysql.connections as pc
+    original = getattr(pc, "_send_local_file", None)
+    if original is None:
+        return False
+    if getattr(original, "_dbmigrate", False):
+        return True
+
+    def send(filename, conn):
+        if not hasattr(conn, "dbmigrate_infile"):
+            return original(filename, conn)
+        infile = conn.dbmigrate_infile
+        name = filename.decode("utf-8", "replace") if isinstance(filename, bytes) else filename
+        if infile is None or name != infile[0]:
+            import pymysql
+            raise pymysql.err.OperationalError(
+                2000, f"the server asked for the local file {filename!r}; dbmigrate sends none")
+        data = memoryview(infile[1])
+        step = max(1024, min(conn.max_allowed_packet - 1024, 1 << 18))
+        for i in range(0, len(data), step):
+            conn.write_packet(data[i:i + step])
+
+    send._dbmigrate = True
+    pc._send_local_file = send
+    return True

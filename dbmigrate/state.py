@@ -100,10 +100,11 @@ class State:
         return {r[0]: r[1] for r in self.db.execute("SELECT id, rows FROM parts WHERE status = 'done'")}
 
     def register(self, parts) -> None:
-        for p in parts:
-            self.db.execute("INSERT OR IGNORE INTO parts (id, target, source_table, part, status, rows) "
-                            "VALUES (?, ?, ?, ?, 'pending', 0)",
-                            (p.id, p.target, p.table, json.dumps(p.part)))
+        with self.db:  # one transaction (one fsync), not one per part
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO parts (id, target, source_table, part, status, rows) "
+                                "VALUES (?, ?, ?, ?, 'pending', 0)",
+                                [(p.id, p.target, p.table, json.dumps(p.part)) for p in parts])
 
     def mark_done(self, part_id: str, rows: int, seconds: float, detail: dict | None = None) -> None:
         self.db.execute("UPDATE parts SET status = 'done', rows = ?, seconds = ?, finished = ?, detail = ? "

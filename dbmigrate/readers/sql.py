@@ -210,17 +210,21 @@ class SqlSource:
         version = schema_version(revision)
         insp = sa.inspect(self._sa_connection())
         schema = SourceSchema(dialect=self.dialect, revision=revision, version=version)
+        # Every table's columns, keys and indexes in one catalog query per kind, not per table.
+        multi = {what: {key[1]: got for key, got in fetch(filter_names=names).items()} for what, fetch in (
+            ("columns", insp.get_multi_columns), ("pk", insp.get_multi_pk_constraint),
+            ("indexes", insp.get_multi_indexes), ("unique", insp.get_multi_unique_constraints))}
         for name in names:
             cols = []
-            for c in insp.get_columns(name):
+            for c in multi["columns"][name]:
                 tag, length = _type_tag(c["type"])
                 generated = bool(c.get("computed")) or c["name"] in GENERATED_COLUMNS.get(name, ())
                 cols.append(Column(c["name"], tag, bool(c.get("nullable", True)), generated, length))
-            pk = insp.get_pk_constraint(name).get("constrained_columns") or []
+            pk = (multi["pk"].get(name) or {}).get("constrained_columns") or []
             indexes = [{"name": ix["name"], "columns": list(ix["column_names"]), "unique": bool(ix["unique"])}
-                       for ix in insp.get_indexes(name) if all(ix["column_names"])]
+                       for ix in multi["indexes"].get(name, []) if all(ix["column_names"])]
             indexes += [{"name": uc["name"], "columns": list(uc["column_names"]), "unique": True}
-                        for uc in insp.get_unique_constraints(name)]
+                        for uc in multi["unique"].get(name, [])]
             schema.tables[name] = Table(name, cols, list(pk), indexes)
         missing = version.expected_tables - set(names)
         if missing:
