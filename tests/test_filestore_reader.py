@@ -17,7 +17,7 @@ import tracemalloc
 
 import pytest
 
-from dbmigrate.errors import DataError, SchemaError
+from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD
 from dbmigrate.model import CANONICAL_TYPES, Reader
 from dbmigrate.readers.filestore import MAX_DOUBLE, SCHEMA, FileStoreSource
@@ -67,24 +67,28 @@ def load_sqlite(src: FileStoreSource, path: str, max_id: int = 2**63 - 1) -> dic
         writer.close()
 
 
-def _as_sql_store_keeps(v):
-    """A metric value as MLflow's SQL store keeps it (SQLite): +-inf clamped, -0.0 as 0.0."""
+def _as_sql_store_keeps(v, negative_zero: bool = False):
+    """A metric value as MLflow's SQL store keeps it: +-inf clamped, -0.0 as 0.0 (SQLite,
+    MySQL) unless the engine keeps a negative zero (PostgreSQL: negative_zero)."""
     if v == "-0.0":
-        return 0.0
+        return v if negative_zero else 0.0
     if isinstance(v, float) and math.isinf(v):
         return MAX_DOUBLE if v > 0 else -MAX_DOUBLE
     return v
 
 
-def expected_from_filestore(snap: dict, remap: dict | None = None) -> dict:
+def expected_from_filestore(snap: dict, remap: dict | None = None, negative_zero: bool = False) -> dict:
     """What MLflow answers from the SQL copy, derived from its FileStore answers: metric values
     as the SQL store keeps them, a point logged twice once; experiment ids remapped."""
+    def keep(v):
+        return _as_sql_store_keeps(v, negative_zero)
+
     def metric(m):
-        return {**m, "value": _as_sql_store_keeps(m["value"])}
+        return {**m, "value": keep(m["value"])}
 
     for run in snap["runs"].values():
-        run["metrics"] = {k: _as_sql_store_keeps(v) for k, v in run["metrics"].items()}
-        run["search_row"]["metrics"] = {k: _as_sql_store_keeps(v) for k, v in run["search_row"]["metrics"].items()}
+        run["metrics"] = {k: keep(v) for k, v in run["metrics"].items()}
+        run["search_row"]["metrics"] = {k: keep(v) for k, v in run["search_row"]["metrics"].items()}
         run["latest"] = [metric(m) for m in run["latest"]]
     for key, hist in snap["metric_history"].items():
         out = []
@@ -286,8 +290,12 @@ def test_an_unparsable_file_names_file_and_line(tmp_path):
         f.write("status: [unclosed\n")
     with pytest.raises(DataError, match=r"meta.yaml line \d+"):
         list(FileStoreSource(path).open().produce("runs", 10)[1])
-    with pytest.raises(SchemaError):
+    with pytest.raises(ConfigError, match="nowhere does not exist"):
         FileStoreSource(str(tmp_path / "nowhere")).open()
+    with pytest.raises(SchemaError, match="meta.yaml is a file, not an MLflow FileStore"):
+        FileStoreSource(meta).open()
+    with pytest.raises(SchemaError, match="is not an MLflow FileStore"):
+        FileStoreSource(os.path.join(path, exp, rid)).open()
 
 
 def test_without_analytics_columns_trace_name_stays_a_tag(filestores):

@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from dbmigrate.errors import DataError, SchemaError
+from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD, load_rank
 from dbmigrate.model import Column, Part, Table
 
@@ -371,8 +371,12 @@ class FileStoreSource:
 
     # ------------------------------------------------------------------ Reader protocol
     def open(self) -> "FileStoreSource":
+        if not os.path.exists(self.path):  # as for a SQLite path that does not exist: bad configuration
+            raise ConfigError(f"{self.path} does not exist: no MLflow FileStore there",
+                              hint="name the mlruns directory MLflow wrote, as file:///absolute/path/mlruns")
         if not os.path.isdir(self.path):
-            raise SchemaError(f"{self.path} is not a directory: no MLflow FileStore there")
+            raise SchemaError(f"{self.path} is a file, not an MLflow FileStore (an mlruns directory)",
+                              hint="a SQLite database is read as sqlite:////absolute/path.db")
         root = self.path
         if os.path.isdir(os.path.join(root, "mlruns")) and not self._looks_like_store(root):
             root = os.path.join(root, "mlruns")
