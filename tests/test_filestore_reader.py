@@ -308,3 +308,55 @@ def test_without_analytics_columns_trace_name_stays_a_tag(filestores):
     trace = ids["extras"]["trace"]
     assert (trace, "mlflow.traceName") in tags and (trace, "mlflow.trace.session") in meta
     assert info[trace][9] is None  # trace_name column left empty
+
+
+# ---------------------------------------------------------------------------- the fast meta.yaml path
+def test_simple_yaml_is_what_pyyaml_reads(filestores):
+    """read_yaml's own reading of flat `key: scalar` files gives exactly yaml.load's mapping, for
+    every YAML file MLflow wrote in both stores and for values chosen to look like other types."""
+    import yaml
+    from hypothesis import given, settings, strategies as st
+
+    from dbmigrate.readers.filestore import _simple_yaml
+    fast = 0
+    for version in RELEASES:
+        root = filestores(version)[0]
+        for d, _dirs, files in os.walk(root):
+            for f in files:
+                if f.endswith(".yaml"):
+                    raw = open(os.path.join(d, f), "rb").read()
+                    got = _simple_yaml(raw)
+                    fast += got is not None
+                    assert got is None or got == yaml.safe_load(raw), os.path.join(d, f)
+    assert fast > 20  # the run and experiment metas take the fast path
+
+    tricky = st.sampled_from(["yes", "No", "on", "OFF", "true", "null", "~", "Null", "0x1F", "017", "1_000", "1:20",
+                              "1e3", "1.5", ".inf", "-.inf", ".nan", "2001-12-14", "=", "<<", "-", "- a", "a: b",
+                              "a #b", "#c", "'q'", "\"d\"", "é", "\u2028", "\ufeff", "a\tb", " lead", "trail ",
+                              "y", "n", "", "12", "-0", "+5", "00", "file:///x/y", "[1]", "{a: 1}", "!t", "&a", "*a"])
+    values = st.one_of(tricky, st.text(max_size=12), st.integers(), st.none(), st.booleans(),
+                       st.floats(allow_nan=False), st.lists(st.integers(), max_size=1))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["run_id", "status", "name", "yes", "null", "a_b", "x1"]), values,
+                           max_size=5), st.booleans())
+    def same(d, unicode):
+        raw = yaml.safe_dump(d, allow_unicode=unicode, default_flow_style=False).encode("utf-8")
+        got = _simple_yaml(raw)
+        assert got is None or got == yaml.safe_load(raw), raw
+        for line in raw.splitlines():  # and the lines as someone might write them by hand
+            one = _simple_yaml(line + b"\n")
+            if one is not None:
+                assert one == yaml.safe_load(line), line
+    same()
+    for t in ["yes", "No", "on", "true", "null", "~", "0x1F", "017", "1_000", "1:20", "1e3", "1.5", ".inf", ".nan",
+              "2001-12-14", "=", "<<", "- a", "a: b", "a #b", "'it''s'", "'q'", "\"d\"", "é", "a\tb", "12", "-0",
+              "+5", "00", "file:///x/y", "[1]", "{a: 1}", "!t", "&a", "*a", "x:", "a b", "'", "''", "[]"]:
+        raw = f"key: {t}\n".encode()
+        try:
+            want = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            assert _simple_yaml(raw) is None, t
+            continue
+        got = _simple_yaml(raw)
+        assert got is None or got == want, (t, got, want)
