@@ -185,6 +185,12 @@ def test_filestore_into_sql(stores, copies, version, engine):
     _same(_want(stores, version, remap, negative_zero=engine == "postgresql"), got)
     if remap:
         assert {e["experiment_id"] for e in got["experiments"]} == {str(v) for v in remap.values()} | {"0"}
+    import sqlalchemy as sa
+    eng = sa.create_engine(servers.mlflow_uri(c.uri))
+    with eng.connect() as conn:  # what `mlflow db upgrade` seeds in a new store, as migrate-filestore has it
+        assert conn.execute(sa.text("SELECT name, description FROM workspaces")).all() == [
+            ("default", "Default workspace for legacy resources")]
+    eng.dispose()
 
 
 # ---------------------------------------------------------------------------- MongoDB

@@ -140,7 +140,12 @@ _SPEC = {
     "model_version_tags": _t("key:str value:str? name:str version:int workspace:str",
                              "workspace key name version"),
     "registered_model_aliases": _t("alias:str version:int name:str workspace:str", "workspace name alias"),
+    "workspaces": _t("name:str description:str? default_artifact_root:str? trace_archival_location:str? "
+                     "trace_archival_retention:str?", "name"),
 }
+# The row MLflow's migration 1b5f0d9ad7c1 (3.10) puts in every SQL store: a FileStore has no
+# workspaces of its own, so its SQL copy gets exactly what `mlflow db upgrade` gives a new one.
+DEFAULT_WORKSPACE_ROW = ("default", "Default workspace for legacy resources", None, None, None)
 SCHEMA: dict[str, Table] = {name: Table(name, [Column(c, t, n) for c, t, n in cols], pk)
                             for name, (cols, pk) in _SPEC.items()}
 
@@ -1011,7 +1016,16 @@ def _version_tags(src):
             yield (k, v, name, version, m.get("workspace") or ws)
 
 
+def _workspace_rows(src):
+    yield DEFAULT_WORKSPACE_ROW
+    named = {m.get("workspace") or "default" for _e, _d, m in src._experiments()}
+    named |= {m.get("workspace") or "default" for _n, _d, m in src._registered()}
+    for ws in sorted(named - {"default"}):
+        yield (ws, None, None, None, None)  # (a FileStore that names another workspace: it exists)
+
+
 _GENERATORS = {
+    "workspaces": _workspace_rows,
     "experiments": _experiment_rows, "experiment_tags": _experiment_tags, "runs": _run_rows,
     "params": _run_kv("params"), "tags": _run_kv("tags"), "metrics": _metric_rows,
     "latest_metrics": _latest_metric_rows, "datasets": _dataset_rows, "inputs": _input_rows,
