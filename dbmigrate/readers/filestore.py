@@ -263,7 +263,19 @@ def key_files(folder: str) -> Iterator[tuple[str, str]]:
 
 
 def count_files(folder: str) -> int:
-    return sum(1 for _ in key_files(folder))
+    """How many (key, path) key_files(folder) gives, without naming or sorting them."""
+    try:
+        it = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    n = 0
+    with it:
+        for e in it:
+            if not e.is_dir():
+                n += 1
+            elif not e.is_symlink():
+                n += count_files(e.path)
+    return n
 
 
 def key_values(folder: str) -> Iterator[tuple[str, str]]:
@@ -533,7 +545,8 @@ class FileStoreSource:
             return sum(len(b) for b in self.rows(table, [part[0]], 50_000, part))
         if table not in self._counts:
             if table == "latest_metrics":  # one row per metric file (an empty one is refused when read)
-                self._counts[table] = sum(count_files(os.path.join(d, "metrics")) for _e, _r, d in self._runs())
+                self.count("metrics")  # the reading that counts the metrics keeps each file's latest point
+                self._counts[table] = len(self._latest)
             elif table in ("params", "tags"):  # one row per file
                 self._counts[table] = sum(count_files(os.path.join(d, table)) for _e, _r, d in self._runs())
             elif table == "runs":
