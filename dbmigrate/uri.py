@@ -144,6 +144,8 @@ def parse_uri(uri: str | None, *, role: str) -> DatabaseURI:
         raise ConfigError(f"No {role} URI given",
                           hint=f"pass --{role} (or DBMIGRATE_{role.upper()}_URI)")
     uri = str(uri).strip()
+    if role == "source" and "://" not in uri and uri.startswith("/"):
+        uri = "file://" + uri  # a plain absolute path: an MLflow FileStore (mlruns) directory
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     base = scheme.split("+", 1)[0]
     if base in ("postgresql", "postgres"):
@@ -163,8 +165,9 @@ def parse_uri(uri: str | None, *, role: str) -> DatabaseURI:
     else:
         raise ConfigError(
             f"Unsupported {role} URI scheme {scheme or '(none)'!r} in {mask_uri(uri)}",
-            hint="use postgresql://, mysql:// (or mariadb://), sqlite:///path, mongodb:// or "
-                 "parquet:///path (a snapshot directory)")
+            hint="use postgresql://, mysql:// (or mariadb://), sqlite:///path, mongodb://, "
+                 "parquet:///path (a snapshot directory) or, as a source, file:///path/mlruns (an MLflow "
+                 "FileStore)")
     rest = uri.split("://", 1)[1]
     if kind in ("parquet", "file"):
         parsed = DatabaseURI(raw=uri, kind=kind)

@@ -17,7 +17,7 @@ import tracemalloc
 
 import pytest
 
-from dbmigrate.errors import DataError, SchemaError
+from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD
 from dbmigrate.model import CANONICAL_TYPES, Reader
 from dbmigrate.readers.filestore import MAX_DOUBLE, SCHEMA, FileStoreSource
@@ -67,24 +67,28 @@ def load_sqlite(src: FileStoreSource, path: str, max_id: int = 2**63 - 1) -> dic
         writer.close()
 
 
-def _as_sql_store_keeps(v):
-    """A metric value as MLflow's SQL store keeps it (SQLite): +-inf clamped, -0.0 as 0.0."""
+def _as_sql_store_keeps(v, negative_zero: bool = False):
+    """A metric value as MLflow's SQL store keeps it: +-inf clamped, -0.0 as 0.0 (SQLite,
+    MySQL) unless the engine keeps a negative zero (PostgreSQL: negative_zero)."""
     if v == "-0.0":
-        return 0.0
+        return v if negative_zero else 0.0
     if isinstance(v, float) and math.isinf(v):
         return MAX_DOUBLE if v > 0 else -MAX_DOUBLE
     return v
 
 
-def expected_from_filestore(snap: dict, remap: dict | None = None) -> dict:
+def expected_from_filestore(snap: dict, remap: dict | None = None, negative_zero: bool = False) -> dict:
     """What MLflow answers from the SQL copy, derived from its FileStore answers: metric values
     as the SQL store keeps them, a point logged twice once; experiment ids remapped."""
+    def keep(v):
+        return _as_sql_store_keeps(v, negative_zero)
+
     def metric(m):
-        return {**m, "value": _as_sql_store_keeps(m["value"])}
+        return {**m, "value": keep(m["value"])}
 
     for run in snap["runs"].values():
-        run["metrics"] = {k: _as_sql_store_keeps(v) for k, v in run["metrics"].items()}
-        run["search_row"]["metrics"] = {k: _as_sql_store_keeps(v) for k, v in run["search_row"]["metrics"].items()}
+        run["metrics"] = {k: keep(v) for k, v in run["metrics"].items()}
+        run["search_row"]["metrics"] = {k: keep(v) for k, v in run["search_row"]["metrics"].items()}
         run["latest"] = [metric(m) for m in run["latest"]]
     for key, hist in snap["metric_history"].items():
         out = []
@@ -286,8 +290,12 @@ def test_an_unparsable_file_names_file_and_line(tmp_path):
         f.write("status: [unclosed\n")
     with pytest.raises(DataError, match=r"meta.yaml line \d+"):
         list(FileStoreSource(path).open().produce("runs", 10)[1])
-    with pytest.raises(SchemaError):
+    with pytest.raises(ConfigError, match="nowhere does not exist"):
         FileStoreSource(str(tmp_path / "nowhere")).open()
+    with pytest.raises(SchemaError, match="meta.yaml is a file, not an MLflow FileStore"):
+        FileStoreSource(meta).open()
+    with pytest.raises(SchemaError, match="is not an MLflow FileStore"):
+        FileStoreSource(os.path.join(path, exp, rid)).open()
 
 
 def test_without_analytics_columns_trace_name_stays_a_tag(filestores):
@@ -300,3 +308,55 @@ def test_without_analytics_columns_trace_name_stays_a_tag(filestores):
     trace = ids["extras"]["trace"]
     assert (trace, "mlflow.traceName") in tags and (trace, "mlflow.trace.session") in meta
     assert info[trace][9] is None  # trace_name column left empty
+
+
+# ---------------------------------------------------------------------------- the fast meta.yaml path
+def test_simple_yaml_is_what_pyyaml_reads(filestores):
+    """read_yaml's own reading of flat `key: scalar` files gives exactly yaml.load's mapping, for
+    every YAML file MLflow wrote in both stores and for values chosen to look like other types."""
+    import yaml
+    from hypothesis import given, settings, strategies as st
+
+    from dbmigrate.readers.filestore import _simple_yaml
+    fast = 0
+    for version in RELEASES:
+        root = filestores(version)[0]
+        for d, _dirs, files in os.walk(root):
+            for f in files:
+                if f.endswith(".yaml"):
+                    raw = open(os.path.join(d, f), "rb").read()
+                    got = _simple_yaml(raw)
+                    fast += got is not None
+                    assert got is None or got == yaml.safe_load(raw), os.path.join(d, f)
+    assert fast > 20  # the run and experiment metas take the fast path
+
+    tricky = st.sampled_from(["yes", "No", "on", "OFF", "true", "null", "~", "Null", "0x1F", "017", "1_000", "1:20",
+                              "1e3", "1.5", ".inf", "-.inf", ".nan", "2001-12-14", "=", "<<", "-", "- a", "a: b",
+                              "a #b", "#c", "'q'", "\"d\"", "é", "\u2028", "\ufeff", "a\tb", " lead", "trail ",
+                              "y", "n", "", "12", "-0", "+5", "00", "file:///x/y", "[1]", "{a: 1}", "!t", "&a", "*a"])
+    values = st.one_of(tricky, st.text(max_size=12), st.integers(), st.none(), st.booleans(),
+                       st.floats(allow_nan=False), st.lists(st.integers(), max_size=1))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["run_id", "status", "name", "yes", "null", "a_b", "x1"]), values,
+                           max_size=5), st.booleans())
+    def same(d, unicode):
+        raw = yaml.safe_dump(d, allow_unicode=unicode, default_flow_style=False).encode("utf-8")
+        got = _simple_yaml(raw)
+        assert got is None or got == yaml.safe_load(raw), raw
+        for line in raw.splitlines():  # and the lines as someone might write them by hand
+            one = _simple_yaml(line + b"\n")
+            if one is not None:
+                assert one == yaml.safe_load(line), line
+    same()
+    for t in ["yes", "No", "on", "true", "null", "~", "0x1F", "017", "1_000", "1:20", "1e3", "1.5", ".inf", ".nan",
+              "2001-12-14", "=", "<<", "- a", "a: b", "a #b", "'it''s'", "'q'", "\"d\"", "é", "a\tb", "12", "-0",
+              "+5", "00", "file:///x/y", "[1]", "{a: 1}", "!t", "&a", "*a", "x:", "a b", "'", "''", "[]"]:
+        raw = f"key: {t}\n".encode()
+        try:
+            want = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            assert _simple_yaml(raw) is None, t
+            continue
+        got = _simple_yaml(raw)
+        assert got is None or got == want, (t, got, want)

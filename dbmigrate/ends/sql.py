@@ -162,9 +162,9 @@ class SqlEnd:
                                 + ", ".join(f"{k} -> {v}" for k, v in sorted(mapping.items(), key=lambda kv: kv[1])))
             report.remapped = {str(k): v for k, v in mapping.items()}
         self.tables = tables = fk_order(self.sql, self.version.expected_tables, cfg.dry_run)
-        if not is_sql:
-            source.target_has_analytics = "trace_name" in (self.sql.table_columns("trace_info") if
-                                                            "trace_info" in tables else {})
+        if not is_sql and _has_table(self.sql, "trace_info"):  # (a dry run may find no schema yet: the
+            # reader's default then holds, its own revision's, which is the schema prepare would make)
+            source.target_has_analytics = "trace_name" in self.sql.table_columns("trace_info")
         self.src_tables = set(self.schema.tables) if is_sql else set(source.tables())
         self.copy = copy = [t for t in tables if t in self.src_tables]
         self.counts = counts = {t: ((source.count(t, raw=True) if is_sql else source.count(t)) or 0) for t in copy}

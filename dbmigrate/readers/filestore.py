@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from dbmigrate.errors import DataError, SchemaError
+from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD, load_rank
 from dbmigrate.model import Column, Part, Table
 
@@ -140,7 +140,12 @@ _SPEC = {
     "model_version_tags": _t("key:str value:str? name:str version:int workspace:str",
                              "workspace key name version"),
     "registered_model_aliases": _t("alias:str version:int name:str workspace:str", "workspace name alias"),
+    "workspaces": _t("name:str description:str? default_artifact_root:str? trace_archival_location:str? "
+                     "trace_archival_retention:str?", "name"),
 }
+# The row MLflow's migration 1b5f0d9ad7c1 (3.10) puts in every SQL store: a FileStore has no
+# workspaces of its own, so its SQL copy gets exactly what `mlflow db upgrade` gives a new one.
+DEFAULT_WORKSPACE_ROW = ("default", "Default workspace for legacy resources", None, None, None)
 SCHEMA: dict[str, Table] = {name: Table(name, [Column(c, t, n) for c, t, n in cols], pk)
                             for name, (cols, pk) in _SPEC.items()}
 
@@ -149,7 +154,10 @@ SCHEMA: dict[str, Table] = {name: Table(name, [Column(c, t, n) for c, t, n in co
 def read_yaml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            data = yaml.load(f, Loader=_Loader)
+            raw = f.read()
+        data = _simple_yaml(raw)
+        if data is None:  # anything beyond flat `key: scalar` lines: the YAML parser itself
+            data = yaml.load(raw, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f" line {mark.line + 1}" if mark else ""
@@ -161,6 +169,64 @@ def read_yaml(path: str) -> dict:
     if not isinstance(data, dict):
         raise DataError(f"{path} holds a YAML {type(data).__name__}, not a mapping")
     return data
+
+
+# meta.yaml as MLflow writes it (yaml.safe_dump of a flat dict) is lines of `key: scalar`. PyYAML
+# takes ~0.5 ms to build such a file in Python, and a store has one per run, read for every
+# table of runs; these lines are read here, with PyYAML's own resolver deciding what a plain
+# scalar is, and anything else (quotes with escapes, nesting, comments, floats, booleans, odd
+# characters) goes to PyYAML, so the result is always what yaml.load gives.
+_SIMPLE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): (.+)")
+_SIMPLE_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@` \t")
+_RESOLVER = yaml.resolver.Resolver()
+_STR, _INT, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:null"
+_SAFE_TEXT = re.compile(r"[\x20-\x7e\n\u00a0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
+
+
+def _plain(text: str) -> str | None:
+    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+
+
+def _simple_yaml(raw: bytes) -> dict | None:
+    """The mapping of a document of `key: scalar` lines, or None to leave it to PyYAML."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not _SAFE_TEXT.fullmatch(text):
+        return None
+    out: dict = {}
+    for line in text.split("\n"):
+        if not line:
+            continue
+        m = _SIMPLE_LINE.fullmatch(line)
+        if m is None:
+            return None
+        key, v = m.groups()
+        if _plain(key) != _STR:
+            return None
+        if v == "''":
+            out[key] = ""
+        elif v == "[]":
+            out[key] = []
+        elif v == "{}":
+            out[key] = {}
+        elif len(v) >= 2 and v[0] == "'" and v[-1] == "'" and "'" not in v[1:-1]:
+            out[key] = v[1:-1]
+        elif v[0] in _PLAIN_START or v[-1] in " \t:" or " #" in v or ": " in v or "\t" in v:
+            return None
+        else:
+            tag = _plain(v)
+            if tag == _STR:
+                out[key] = v
+            elif tag == _INT and _SIMPLE_INT.fullmatch(v):
+                out[key] = int(v)
+            elif tag == _NULL:
+                out[key] = None
+            else:
+                return None
+    return out or None
 
 
 def read_text(path: str) -> str:
@@ -175,16 +241,41 @@ def read_text(path: str) -> str:
 
 
 def key_files(folder: str) -> Iterator[tuple[str, str]]:
-    """(key, path) of every file under `folder`, keys with '/' for nested names, sorted."""
-    if not os.path.isdir(folder):
-        return
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in files:
-            path = os.path.join(root, name)
-            found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
-    yield from sorted(found)
+    """(key, path) of every file under `folder`, keys with '/' for nested names, sorted (as
+    os.walk finds them: a symlink to a directory is not followed)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(d: str, prefix: str) -> None:
+        try:
+            it = os.scandir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with it:
+            for e in it:
+                if e.is_dir():
+                    if not e.is_symlink():
+                        walk(e.path, prefix + e.name + "/")
+                else:
+                    found.append((prefix + e.name, e.path))
+    walk(folder, "")
+    found.sort()
+    return iter(found)
+
+
+def count_files(folder: str) -> int:
+    """How many (key, path) key_files(folder) gives, without naming or sorting them."""
+    try:
+        it = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    n = 0
+    with it:
+        for e in it:
+            if not e.is_dir():
+                n += 1
+            elif not e.is_symlink():
+                n += count_files(e.path)
+    return n
 
 
 def key_values(folder: str) -> Iterator[tuple[str, str]]:
@@ -234,36 +325,79 @@ def _num(path: str, n: int, conv, text: str):
         raise DataError(f"{path} line {n}: {text[:40]!r} is not a {conv.__name__}") from None
 
 
+def _line_error(path: str, n: int, raw: bytes, fields: tuple[int, ...]) -> DataError:
+    """The error a metric line that cannot be read gets (the slow path's exact words)."""
+    try:
+        parts = raw.decode("utf-8").strip().split(" ")
+    except UnicodeDecodeError:
+        return DataError(f"{path} line {n} is not UTF-8 text")
+    if len(parts) not in fields:
+        return DataError(f"{path} line {n} has {len(parts)} fields ({raw[:80]!r}); a metric line "
+                         f"has {' or '.join(map(str, fields))}")
+    for conv, text in ((int, parts[0]), (float, parts[1]), (int, parts[2] if len(parts) >= 3 else "0")):
+        _num(path, n, conv, text)
+    return DataError(f"{path} line {n} cannot be read")
+
+
 def run_metric_points(path: str) -> Iterator[tuple[int, int, float, bool]]:
     """(timestamp, step, value, is_nan) of a run's metric file, SQL values, repeated lines once.
     Lines are appended in time, so a repeat has the timestamp of the lines just before it; only
-    when a file goes back in time are the earlier points re-read into a set."""
+    when a file goes back in time are the earlier points re-read into a set. (The hot loop of a
+    FileStore: ASCII lines are converted from bytes directly, anything else the slow way.)"""
     seen: set | None = None
     cur: set = set()
     last_ts = None
-    for n, parts in metric_lines(path, (2, 3, 5)):
-        ts = _num(path, n, int, parts[0])
-        value, is_nan = sql_metric(_num(path, n, float, parts[1]))
-        step = _num(path, n, int, parts[2]) if len(parts) >= 3 else 0
-        point = (ts, step, value, is_nan)
-        if seen is None and last_ts is not None and ts < last_ts:
-            seen = set()
-            for m, p in metric_lines(path, (2, 3, 5)):
-                if m >= n:
-                    break
-                seen.add((int(p[0]), int(p[2]) if len(p) >= 3 else 0, *sql_metric(float(p[1]))))
-        if seen is not None:
-            if point in seen:
-                continue
-            seen.add(point)
-        else:
-            if ts != last_ts:
-                cur.clear()
-                last_ts = ts
-            if point in cur:
-                continue
-            cur.add(point)
-        yield point
+    inf, max_double = math.inf, MAX_DOUBLE
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read: {exc}") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            if raw.isascii():  # int() and float() read ASCII bytes as they read the same text
+                parts = raw.strip().split(b" ")
+            else:
+                try:
+                    parts = raw.decode("utf-8").strip().split(" ")
+                except UnicodeDecodeError:
+                    raise DataError(f"{path} line {n} is not UTF-8 text") from None
+            k = len(parts)
+            try:
+                if k == 3 or k == 5:
+                    ts, v, step = int(parts[0]), float(parts[1]), int(parts[2])
+                elif k == 2:
+                    ts, v, step = int(parts[0]), float(parts[1]), 0
+                else:
+                    raise ValueError
+            except ValueError:
+                raise _line_error(path, n, raw, (2, 3, 5)) from None
+            if v != v:
+                value, is_nan = 0.0, True
+            elif v == inf:
+                value, is_nan = max_double, False
+            elif v == -inf:
+                value, is_nan = -max_double, False
+            else:
+                value, is_nan = v, False
+            point = (ts, step, value, is_nan)
+            if seen is None and last_ts is not None and ts < last_ts:
+                seen = set()
+                for m, p in metric_lines(path, (2, 3, 5)):
+                    if m >= n:
+                        break
+                    seen.add((int(p[0]), int(p[2]) if len(p) >= 3 else 0, *sql_metric(float(p[1]))))
+            if seen is not None:
+                if point in seen:
+                    continue
+                seen.add(point)
+            else:
+                if ts != last_ts:
+                    cur.clear()
+                    last_ts = ts
+                if point in cur:
+                    continue
+                cur.add(point)
+            yield point
 
 
 _PROTO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
@@ -368,11 +502,21 @@ class FileStoreSource:
         self.notes: list[str] = []
         self._counts: dict[str, int] = {}
         self._noted: set[str] = set()
+        # Listings read once (the directory must not change while it is read): experiments with
+        # their meta, runs as (experiment id, run uuid, directory); latest metric rows, one per
+        # metric file, from the reading that counts the metrics.
+        self._exp_list: list | None = None
+        self._run_list: list | None = None
+        self._latest: list | None = None
 
     # ------------------------------------------------------------------ Reader protocol
     def open(self) -> "FileStoreSource":
+        if not os.path.exists(self.path):  # as for a SQLite path that does not exist: bad configuration
+            raise ConfigError(f"{self.path} does not exist: no MLflow FileStore there",
+                              hint="name the mlruns directory MLflow wrote, as file:///absolute/path/mlruns")
         if not os.path.isdir(self.path):
-            raise SchemaError(f"{self.path} is not a directory: no MLflow FileStore there")
+            raise SchemaError(f"{self.path} is a file, not an MLflow FileStore (an mlruns directory)",
+                              hint="a SQLite database is read as sqlite:////absolute/path.db")
         root = self.path
         if os.path.isdir(os.path.join(root, "mlruns")) and not self._looks_like_store(root):
             root = os.path.join(root, "mlruns")
@@ -401,11 +545,32 @@ class FileStoreSource:
             return sum(len(b) for b in self.rows(table, [part[0]], 50_000, part))
         if table not in self._counts:
             if table == "latest_metrics":  # one row per metric file (an empty one is refused when read)
-                self._counts[table] = sum(1 for _e, _r, d, _m in self._runs()
-                                          for _ in key_files(os.path.join(d, "metrics")))
-            else:  # metric files are parsed: a point repeated in a file is one row
+                self.count("metrics")  # the reading that counts the metrics keeps each file's latest point
+                self._counts[table] = len(self._latest)
+            elif table in ("params", "tags"):  # one row per file
+                self._counts[table] = sum(count_files(os.path.join(d, table)) for _e, _r, d in self._runs())
+            elif table == "runs":
+                self._counts[table] = sum(1 for _ in self._runs())
+            elif table == "metrics":  # parsed: a point repeated in a file is one row
+                self._counts[table] = self._scan_metrics()
+            else:
                 self._counts[table] = sum(1 for _ in _GENERATORS[table](self))
         return self._counts[table]
+
+    def _scan_metrics(self) -> int:
+        """Every run's metric files read once to count their rows; the latest point of each file
+        is kept (one row per file, not per point), so latest_metrics needs no second reading."""
+        n, latest = 0, []
+        for _e, run_uuid, d in self._runs():
+            for key, path in key_files(os.path.join(d, "metrics")):
+                best = None
+                for ts, step, value, is_nan in run_metric_points(path):
+                    n += 1
+                    if best is None or (step, ts, value) > best[:3]:
+                        best = (step, ts, value, is_nan)
+                latest.append((key, best[2], best[1], best[0], best[3], run_uuid) if best else path)
+        self._latest = latest
+        return n
 
     def rows(self, table: str, columns: Sequence[str], batch_size: int,
              part: Part = None) -> Iterator[list[tuple]]:
@@ -459,6 +624,11 @@ class FileStoreSource:
     # ------------------------------------------------------------------ walking the directory
     def _experiments(self) -> Iterator[tuple[int, str, dict]]:
         """(experiment id, directory, meta) of every experiment, active then deleted (.trash)."""
+        if self._exp_list is None:
+            self._exp_list = list(self._walk_experiments())
+        return iter(self._exp_list)
+
+    def _walk_experiments(self) -> Iterator[tuple[int, str, dict]]:
         seen: dict[int, str] = {}
         for parent in (self.root, os.path.join(self.root, TRASH)):
             for name in subdirs(parent):
@@ -481,8 +651,14 @@ class FileStoreSource:
                 seen[exp_id] = d
                 yield exp_id, d, meta
 
-    def _runs(self) -> Iterator[tuple[int, str, str, dict]]:
-        """(experiment id, run uuid, run directory, meta) of every run."""
+    def _runs(self) -> Iterator[tuple[int, str, str]]:
+        """(experiment id, run uuid, run directory) of every run."""
+        if self._run_list is None:
+            self._run_list = [(e, r, d) for e, r, d, _m in self._run_metas()]
+        return iter(self._run_list)
+
+    def _run_metas(self) -> Iterator[tuple[int, str, str, dict]]:
+        """(experiment id, run uuid, run directory, meta) of every run, read now."""
         for exp_id, exp_dir, _ in self._experiments():
             for name in subdirs(exp_dir):
                 if name in _RESERVED:
@@ -565,7 +741,7 @@ def _enum(value, names: dict, path: str, what: str):
 
 
 def _run_rows(src):
-    for exp_id, run_uuid, d, m in src._runs():
+    for exp_id, run_uuid, d, m in src._run_metas():
         path = os.path.join(d, META)
         name = m.get("run_name")
         if name is None and os.path.isfile(os.path.join(d, "tags", "mlflow.runName")):
@@ -579,7 +755,7 @@ def _run_rows(src):
 
 def _run_kv(folder):
     def gen(src):
-        for _e, run_uuid, d, _m in src._runs():
+        for _e, run_uuid, d in src._runs():
             for key, value in key_values(os.path.join(d, folder)):
                 yield (key, value, run_uuid)
     return gen
@@ -587,7 +763,7 @@ def _run_kv(folder):
 
 def _metric_rows(src):
     clamped = 0
-    for _e, run_uuid, d, _m in src._runs():
+    for _e, run_uuid, d in src._runs():
         for key, path in key_files(os.path.join(d, "metrics")):
             for ts, step, value, is_nan in run_metric_points(path):
                 if abs(value) == MAX_DOUBLE:
@@ -604,7 +780,13 @@ def _set_clamped(src, table, n):
 
 
 def _latest_metric_rows(src):
-    for _e, run_uuid, d, _m in src._runs():
+    if src._latest is not None:  # kept when the metrics were counted
+        for row in src._latest:
+            if isinstance(row, str):
+                raise DataError(f"{row} is empty: MLflow cannot read a metric without points", table="latest_metrics")
+            yield row
+        return
+    for _e, run_uuid, d in src._runs():
         for key, path in key_files(os.path.join(d, "metrics")):
             best = None
             for ts, step, value, is_nan in run_metric_points(path):
@@ -631,7 +813,7 @@ def _dataset_rows(src):
 
 def _run_links(src):
     """(input row, tags, input yaml path) of every run input and output, SQL form."""
-    for exp_id, run_uuid, d, _m in src._runs():
+    for exp_id, run_uuid, d in src._runs():
         exp_dir = os.path.dirname(d)
         idir = os.path.join(d, "inputs")
         for input_id in subdirs(idir):
@@ -847,7 +1029,16 @@ def _version_tags(src):
             yield (k, v, name, version, m.get("workspace") or ws)
 
 
+def _workspace_rows(src):
+    yield DEFAULT_WORKSPACE_ROW
+    named = {m.get("workspace") or "default" for _e, _d, m in src._experiments()}
+    named |= {m.get("workspace") or "default" for _n, _d, m in src._registered()}
+    for ws in sorted(named - {"default"}):
+        yield (ws, None, None, None, None)  # (a FileStore that names another workspace: it exists)
+
+
 _GENERATORS = {
+    "workspaces": _workspace_rows,
     "experiments": _experiment_rows, "experiment_tags": _experiment_tags, "runs": _run_rows,
     "params": _run_kv("params"), "tags": _run_kv("tags"), "metrics": _metric_rows,
     "latest_metrics": _latest_metric_rows, "datasets": _dataset_rows, "inputs": _input_rows,

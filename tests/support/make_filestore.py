@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 from tests.support.mlflow_release import JSON_PREFIX, run_in_release
@@ -35,13 +36,27 @@ print(%r + json.dumps(ids), flush=True)
 """ % JSON_PREFIX
 
 
+# version -> (the mlruns MLflow wrote in this process, its ids): later calls get a copy
+_MADE: dict[str, tuple[str, dict]] = {}
+
+
 def make_filestore(version: str, directory: str) -> dict:
-    """Write `<directory>/mlruns` with MLflow `version`'s client; the ids it made."""
+    """Write `<directory>/mlruns` with MLflow `version`'s client; the ids it made.
+
+    MLflow writes a release's store once per process: a second call (another test module's
+    fixture) gets a copy of the first store's files, so that each module has its own directory
+    (artifact locations inside still name the first one, which outlives the session's tests)."""
     os.makedirs(directory, exist_ok=True)
+    dest = os.path.join(os.path.abspath(directory), "mlruns")
+    if version in _MADE and os.path.isdir(_MADE[version][0]):
+        shutil.copytree(_MADE[version][0], dest, symlinks=True)
+        return json.loads(json.dumps(_MADE[version][1]))
     out = run_in_release(version, _CODE, os.path.abspath(directory), timeout=900)
     for line in out.splitlines():
         if line.startswith(JSON_PREFIX):
-            return json.loads(line[len(JSON_PREFIX):])
+            ids = json.loads(line[len(JSON_PREFIX):])
+            _MADE[version] = (dest, ids)
+            return json.loads(json.dumps(ids))
     raise RuntimeError(f"MLflow {version} printed no ids:\n{out[-2000:]}")
 
 
