@@ -56,6 +56,7 @@ class MongoEnd:
         if self.cfg.merge:
             raise ConfigError("--merge into a MongoDB target is not supported yet: merge into a SQL target, or "
                               "copy a selection (--experiments/--runs/--models) into an empty MongoDB database")
+        self.report = report
         server = self.writer.ping()
         self.schema = source.inspect()
         source.orphans = self.cfg.orphans
@@ -103,7 +104,8 @@ class MongoEnd:
         pass
 
     def clear_target(self) -> None:
-        self.writer.drop_collections(self.plan_.target_names + [self.plan_.marker])
+        dropped = self.writer.drop_collections(self.plan_.target_names + [self.plan_.marker])
+        self.report.notes.append(f"restarted: dropped {len(dropped)} collections of the earlier run")
 
     # ------------------------------------------------------------------ parts
     def parts(self, source, state, workers: int, report: Report) -> list[Part]:
