@@ -72,6 +72,14 @@ def test_snapshot_restores_exactly_into_mongodb(backup, mongo_db, tmp_path, layo
     assert any("staged in a temporary SQLite file" in n for n in report["notes"])
     res = run_cli("verify", "--source", src, "--target", dst, "--layout", layout, "--verify", "full")
     assert res.returncode == 0, res.stdout[-3000:]  # the original PostgreSQL against what MongoDB holds
+    if layout == "mlflow-mongodb":  # MLflow with the plugin answers what MLflow answers from the original
+        from tests.support.mlflow_api import snapshot
+        from tests.support.servers import mlflow_uri
+        from tests.test_e2e_postgres_to_mongo import expected_from_source, normalised
+        want, got = expected_from_source(snapshot(mlflow_uri(src))), normalised(snapshot(dst))
+        assert want["experiments"] and want["runs"] and want["registered_models"]
+        for section in want:
+            assert got[section] == want[section], section
 
 
 def test_damaged_snapshot_is_refused_naming_table_and_file(backup, sql_db, tmp_path):
