@@ -14,6 +14,7 @@ from dbmigrate.errors import ConfigError
 VERIFY_LEVELS = ("none", "counts", "sample", "full")
 LAYOUTS = ("mlflow-mongodb", "tables")
 FLAVORS = ("auto", "mongodb", "cosmos")
+EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Config:
     orphans: str = "copy"              # copy | skip
     connect_timeout: int = 10
     target_revision: str | None = None  # SQL targets: end at this alembic revision (or "head")
+    executor: str = "local"            # where parts run: local processes or a Dask cluster
+    scheduler: str | None = None       # --executor dask: tcp://HOST:PORT (None: a LocalCluster)
 
     def check(self) -> "Config":
         if self.batch_size < 1:
@@ -55,6 +58,8 @@ class Config:
             raise ConfigError(f"target flavor must be one of {', '.join(FLAVORS)}, got {self.target_flavor!r}")
         if self.orphans not in ("copy", "skip"):
             raise ConfigError(f"orphans must be copy or skip, got {self.orphans!r}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.resume and self.restart:
             raise ConfigError("--resume and --restart are mutually exclusive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -85,6 +90,8 @@ ENV_VARS = {
     "DBMIGRATE_SKIP_UNMAPPED": "skip_unmapped",
     "DBMIGRATE_ORPHANS": "orphans",
     "DBMIGRATE_TARGET_REVISION": "target_revision",
+    "DBMIGRATE_EXECUTOR": "executor",
+    "DBMIGRATE_SCHEDULER": "scheduler",
 }
 
 # Config file: section -> key -> Config field. "destination.recommended" is the older tools'
@@ -98,7 +105,8 @@ FILE_KEYS = {
                            "sample_size": "sample_size", "workers": "workers",
                            "report_json": "report_json", "skip_unmapped": "skip_unmapped",
                            "orphans": "orphans", "state_dir": "state_dir",
-                           "progress": "progress", "log_level": "log_level"},
+                           "progress": "progress", "log_level": "log_level",
+                           "executor": "executor", "scheduler": "scheduler"},
 }
 
 _TYPES = {f.name: f.type for f in fields(Config)}
