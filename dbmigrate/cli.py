@@ -88,7 +88,8 @@ FLAGS = [
                              "batch (default 10000)"), "copy", ALL),
     (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
                           "tables in parallel (default: one per CPU; PostgreSQL sources only, others use "
-                          "one)"), "copy", (MIGRATE, ANALYZE)),
+                          "one); --executor dask: parts running at once on the cluster (default: its "
+                          "worker threads)"), "copy", (MIGRATE, ANALYZE)),
     (("--executor",), dict(choices=config_mod.EXECUTORS, help="where the parts are copied: local (default: "
                            "worker processes on this machine) or dask (the workers of a Dask cluster; PostgreSQL "
                            "sources and server targets only; needs dbmigrate[dask])"), "copy", (MIGRATE, ANALYZE)),

@@ -219,6 +219,7 @@ class DaskExecutor:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             try:
+                client.set_metadata(["dbmigrate", self.token], {})  # which worker started each part
                 client.run(_close_runners, self.token)  # the workers' connections of this run
             except Exception:  # noqa: BLE001 - a worker gone: its runners went with it
                 pass
@@ -234,6 +235,8 @@ def part_error(part, exc: BaseException) -> BaseException:
     from distributed import KilledWorker
     where = getattr(exc, "dbmigrate_worker", None)
     prefix = f"part {part.id}" + (f" (Dask worker {where})" if where else "")
+    if isinstance(exc, WorkerLost):  # PartRetried: it names the part and the worker that was lost
+        return exc
     if isinstance(exc, KilledWorker):
         return WorkerLost(f"{prefix}: the Dask worker running it was lost ({exc})",
                           hint="rerun with --resume: parts already checkpointed are kept, this one is copied again")
@@ -327,7 +330,7 @@ def _run_part(part, factory, args, token, topic):
                               hint="rerun with --resume: the part is cleared and copied again")
         client.set_metadata(["dbmigrate", token, part.id], worker.address)
         runner = _take_runner(token, factory, args)
-        sent = [time.monotonic(), 0]
+        sent = [0.0, 0]  # (when the last report went, rows since): the first batch is reported at once
 
         def progress(_table, n):
             ts = worker.state.tasks.get(key)
