@@ -250,3 +250,19 @@ def test_what_dask_cannot_do_is_refused(pg_db, tmp_path):
     res = run_cli("migrate", "--source", f"sqlite:///{tmp_path}/mlflow.db", "--target", target,
                   "--executor", "dask")
     assert res.returncode == 2 and "--executor dask needs a PostgreSQL source" in res.stderr, res.stdout + res.stderr
+
+
+def test_executor_from_config_file_and_environment(tmp_path):
+    from dbmigrate import config
+    from dbmigrate.errors import ConfigError
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"migration_settings": {"executor": "dask", "scheduler": "tcp://10.0.0.5:8786"}}))
+    cfg = config.build({}, str(path), environ={})
+    assert (cfg.executor, cfg.scheduler) == ("dask", "tcp://10.0.0.5:8786")
+    cfg = config.build({"executor": "local"}, str(path),
+                       environ={"DBMIGRATE_SCHEDULER": "tcp://h:1"})  # flag > environment > file
+    assert (cfg.executor, cfg.scheduler) == ("local", "tcp://h:1")
+    with pytest.raises(ConfigError, match="executor must be one of local, dask"):
+        config.build({}, environ={"DBMIGRATE_EXECUTOR": "ray"})
+    res = run_cli("migrate", "--executor", "ray", "--source", "postgresql://x/y", "--target", "postgresql://x/z")
+    assert res.returncode == 2 and "invalid choice: 'ray'" in res.stderr
