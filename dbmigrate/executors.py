@@ -33,6 +33,7 @@ from dbmigrate.errors import ConfigError, ConnectionFailed, MigrationError, Tran
 
 log = logging.getLogger("dbmigrate")
 
+COORDINATOR = "coordinator"  # parts_by_worker: the empty tables, done by the coordinating process
 PROGRESS_SECONDS = 0.25   # a running part's row count reaches the coordinator this often
 IDLE_SECONDS = 120        # a worker closes an idle runner (its connections) after this long
 DASK_SOURCES = ("postgresql",)
@@ -172,7 +173,10 @@ class DaskExecutor:
         if not parts:
             return
         self.on_progress = on_progress
-        todo = list(parts)
+        # Empty tables (most of MLflow's 64 in a tracking-only database) are done here: a task
+        # each would cost a scheduler round trip for nothing to copy.
+        here = [p for p in parts if not p.rows] if inline_runner is not None else []
+        todo = [p for p in parts if p.rows or inline_runner is None]
         by_key, running = {}, set()
 
         def submit():
@@ -185,11 +189,17 @@ class DaskExecutor:
         try:
             futures = as_completed([submit() for _ in range(min(max(workers, 1), len(todo)))],
                                    loop=self.client.loop)
+            for part in here:  # while the first parts run on the cluster
+                on_done(part, inline_runner.run(part, lambda _table, n, _id=part.id: on_progress(_id, n)))
+                self.placed[COORDINATOR] += 1
             for f in futures:
                 running.discard(f)
                 part = by_key.pop(f.key)
-                if f.status != "finished":
+                if f.status == "error":
                     raise part_error(part, f.exception())
+                if f.status != "finished":  # "cancelled" / "lost": the scheduler dropped it
+                    raise WorkerLost(f"part {part.id}: its Dask task was {f.status} by the scheduler",
+                                     hint="rerun with --resume: parts already checkpointed are kept")
                 res, where = f.result()
                 self.placed[where] += 1
                 on_done(part, res)
@@ -203,12 +213,15 @@ class DaskExecutor:
     def describe(self, report) -> None:
         report.settings["executor"] = "dask"
         report.settings["scheduler"] = self.address if self.cluster is None else "LocalCluster"
-        ran = sum(self.placed.values())
-        where = ", ".join(f"{a} {n}" for a, n in sorted(self.placed.items()))
+        on_cluster = {a: n for a, n in self.placed.items() if a != COORDINATOR}
+        ran = sum(on_cluster.values())
+        where = ", ".join(f"{a} {n}" for a, n in sorted(on_cluster.items()))
         report.notes.append(f"executor dask ({'LocalCluster started for this run at ' if self.cluster else 'scheduler '}"
                             f"{self.address}, {len(self.workers)} workers): {ran} parts ran on "
-                            f"{len(self.placed)} worker{'s' if len(self.placed) != 1 else ''}"
-                            + (f" ({where})" if where else ""))
+                            f"{len(on_cluster)} worker{'s' if len(on_cluster) != 1 else ''}"
+                            + (f" ({where})" if where else "")
+                            + (f"; {self.placed[COORDINATOR]} empty tables were done by this process"
+                               if self.placed[COORDINATOR] else ""))
         report.settings["parts_by_worker"] = dict(sorted(self.placed.items()))
 
     def close(self) -> None:

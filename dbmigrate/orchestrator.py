@@ -104,6 +104,7 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             source = None
             source = stage(cfg, src_uri, report)
         end.connect(getattr(source, "source", source), report)
+        executor = open_executor(cfg)  # a Dask cluster is reached (or started) before anything is written
 
         staged, source = source, getattr(source, "source", source)  # (staged: closing it removes the file)
         steps(*end.plan_step())
@@ -116,7 +117,6 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             end.require_empty()
             if not cfg.dry_run:
                 end.prepare()
-        executor = open_executor(cfg)  # the Dask cluster is reached (or started) before anything is written
         workers = choose_workers(cfg, source, end, report, executor.default_workers)
         parts = end.parts(source, state, workers, report)
         done = state.done_parts() if state else set()
