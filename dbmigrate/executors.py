@@ -111,6 +111,9 @@ class DaskExecutor:
             self.address = cfg.scheduler
             try:
                 self.client = distributed.Client(cfg.scheduler, timeout=timeout, set_as_default=False)
+            except ValueError as exc:  # not an address Dask can parse
+                raise ConfigError(f"--scheduler {cfg.scheduler!r} is not a Dask scheduler address: {exc}",
+                                  hint="give it as tcp://HOST:PORT") from None
             except (OSError, TimeoutError) as exc:
                 raise ConnectionFailed(f"Cannot connect to the Dask scheduler {cfg.scheduler} within {timeout} s: "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
