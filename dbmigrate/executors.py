@@ -121,8 +121,11 @@ class DaskExecutor:
             import os
             n = cfg.workers or os.cpu_count() or 1
             import warnings
-            with warnings.catch_warnings():  # "port 8787 in use": its HTTP endpoint moves to a free port
-                warnings.simplefilter("ignore", UserWarning)
+            import dask
+            # Dask's statistical profiler walks every thread's stack each 10 ms: a tax on the
+            # pure-Python conversion the workers do (their nanny hands this setting to them)
+            with warnings.catch_warnings(), dask.config.set({"distributed.worker.profile.enabled": False}):
+                warnings.simplefilter("ignore", UserWarning)  # "port 8787 in use": its HTTP endpoint moves
                 self.cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                         dashboard_address=None, silence_logs=logging.WARNING)
             self.address = self.cluster.scheduler_address
