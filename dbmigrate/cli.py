@@ -114,7 +114,14 @@ FLAGS = [
                              "batch (default 10000)"), "copy", ALL),
     (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
                           "tables in parallel (default: one per CPU; PostgreSQL sources only, others use "
-                          "one)"), "copy", (MIGRATE, ANALYZE)),
+                          "one); --executor dask: parts running at once on the cluster (default: its "
+                          "worker threads)"), "copy", (MIGRATE, ANALYZE)),
+    (("--executor",), dict(choices=config_mod.EXECUTORS, help="where the parts are copied: local (default: "
+                           "worker processes on this machine) or dask (the workers of a Dask cluster; PostgreSQL "
+                           "sources and server targets only; needs dbmigrate[dask])"), "copy", (MIGRATE, ANALYZE)),
+    (("--scheduler",), dict(metavar="tcp://HOST:PORT", help="--executor dask: the Dask scheduler to run the "
+                            "parts on (default: a LocalCluster started for the run, --workers processes)"),
+     "copy", (MIGRATE, ANALYZE)),
     (("--dry-run",), dict(action="store_const", const=True, help="analyse and run the plan without "
                           "writing anything to the target (the same as `dbmigrate analyze`)"),
      "copy", (MIGRATE,)),
@@ -211,7 +218,7 @@ CLI_FIELDS = ("source", "target", "layout", "batch_size", "workers", "verify", "
               "report_json", "progress", "log_level", "dry_run", "skip_unmapped", "resume", "restart",
               "state_dir", "orphans", "target_flavor", "target_revision", "experiments", "runs", "models",
               "since", "with_parents", "rewrite_artifact_uri", "merge", "on_conflict", "rename_experiment",
-              "rename_model")
+              "rename_model", "executor", "scheduler")
 
 
 def run(args: argparse.Namespace, command: str) -> int:

@@ -15,6 +15,7 @@ VERIFY_LEVELS = ("none", "counts", "sample", "full")
 LAYOUTS = ("mlflow-mongodb", "tables")
 FLAVORS = ("auto", "mongodb", "cosmos")
 CONFLICT_POLICIES = ("fail", "skip", "overwrite")
+EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Config:
     on_conflict: str | None = None     # fail (default) | skip | overwrite; only with merge
     rename_experiment: tuple[str, ...] | None = None  # OLD=NEW
     rename_model: tuple[str, ...] | None = None       # OLD=NEW
+    executor: str = "local"            # where parts run: local processes or a Dask cluster
+    scheduler: str | None = None       # --executor dask: tcp://HOST:PORT (None: a LocalCluster)
 
     def check(self) -> "Config":
         if self.batch_size < 1:
@@ -84,6 +87,8 @@ class Config:
         parse_pairs(self.rewrite_artifact_uri, "--rewrite-artifact-uri")
         parse_pairs(self.rename_experiment, "--rename-experiment")
         parse_pairs(self.rename_model, "--rename-model")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.resume and self.restart:
             raise ConfigError("--resume and --restart are mutually exclusive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -122,6 +127,8 @@ ENV_VARS = {
     "DBMIGRATE_SKIP_UNMAPPED": "skip_unmapped",
     "DBMIGRATE_ORPHANS": "orphans",
     "DBMIGRATE_TARGET_REVISION": "target_revision",
+    "DBMIGRATE_EXECUTOR": "executor",
+    "DBMIGRATE_SCHEDULER": "scheduler",
 }
 
 # Config file: section -> key -> Config field. "destination.recommended" is the older tools'
@@ -136,6 +143,7 @@ FILE_KEYS = {
                            "report_json": "report_json", "skip_unmapped": "skip_unmapped",
                            "orphans": "orphans", "state_dir": "state_dir",
                            "progress": "progress", "log_level": "log_level", "merge": "merge",
+                           "executor": "executor", "scheduler": "scheduler",
                            "on_conflict": "on_conflict", "rename_experiment": "rename_experiment",
                            "rename_model": "rename_model", "rewrite_artifact_uri": "rewrite_artifact_uri"},
     "selection": {"experiments": "experiments", "runs": "runs", "models": "models", "since": "since",

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dbmigrate.backends import open_source, target_end
 from dbmigrate.config import Config
-from dbmigrate.engine import Part, PartResult, levels, run_parts
+from dbmigrate.engine import Part, PartResult, levels
+from dbmigrate.executors import check as check_executor, open_executor
 from dbmigrate.progress import open_progress
 from dbmigrate.report import Report
 from dbmigrate.state import open_checkpoint
@@ -92,7 +93,8 @@ class PartRunner:
 def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report, steps) -> None:
     end = target_end(cfg, dst_uri)
     steps.total = end.steps_total
-    source = staged = state = None
+    source = staged = state = executor = None
+    check_executor(cfg, src_uri, dst_uri)
     progress = open_progress(cfg.progress)
     try:
         steps("connect: source %s, target %s", src_uri.masked, dst_uri.masked)
@@ -103,6 +105,7 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             source = None
             source = stage(cfg, src_uri, report)
         end.connect(getattr(source, "source", source), report)
+        executor = open_executor(cfg)  # a Dask cluster is reached (or started) before anything is written
 
         staged, source = source, getattr(source, "source", source)  # (staged: closing it removes the file)
         from dbmigrate.selection import attach
@@ -117,7 +120,7 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             end.require_empty()
             if not cfg.dry_run:
                 end.prepare()
-        workers = choose_workers(cfg, source, end, report)
+        workers = choose_workers(cfg, source, end, report, executor.default_workers)
         parts = end.parts(source, state, workers, report)
         done = state.done_parts() if state else set()
         if state:
@@ -141,7 +144,7 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
             log.debug("part %s: %d rows in %.2f s", part.id, res.rows, res.seconds)
 
         resuming = bool(done) or bool(cfg.resume)
-        shared = getattr(source, "snapshot_id", None) if workers > 1 else None
+        shared = getattr(source, "shared_snapshot", None) if executor.shares_snapshot(workers) else None
         job = {**end.worker_job(), "selection": getattr(source, "selection", None),
                "rewriter": getattr(source, "rewriter", None)}
         args = (cfg.as_dict(), src_uri.raw, shared, dst_uri.raw, job, resuming)
@@ -149,8 +152,8 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
         t_copy = time.perf_counter()
         try:
             for level in levels(pending):
-                run_parts(level, PartRunner.in_worker, args, workers, on_done, progress.advance,
-                          inline_runner=inline)
+                executor.run(level, PartRunner.in_worker, args, workers, on_done, progress.advance,
+                             inline_runner=inline)
         finally:
             progress.end_copy()
         log.info("copied %d parts in %.2f s", len(pending), time.perf_counter() - t_copy)
@@ -177,6 +180,9 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
         steps("done")
     finally:
         progress.close()
+        if executor is not None:
+            executor.describe(report)  # which executor, and how many parts ran where
+            executor.close()
         if report.copy_rows is None:  # interrupted or stopped: the rows of the parts it finished
             report.copy_rows = progress.this_run
         if state is not None:
@@ -188,11 +194,12 @@ def run(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: Report,
         end.close()
 
 
-def choose_workers(cfg: Config, source, end, report: Report) -> int:
-    """As many as asked when the source's snapshot can be shared between connections (PostgreSQL
-    exports one), within what the target declares it can take at once; otherwise one."""
-    workers = cfg.effective_workers
-    if workers > 1 and not getattr(source, "snapshot_id", None):
+def choose_workers(cfg: Config, source, end, report: Report, default: int | None = None) -> int:
+    """As many as asked (else `default`, else one per CPU) when the source's snapshot can be shared
+    between connections (PostgreSQL exports one), within what the target declares it can take at
+    once; otherwise one."""
+    workers = cfg.workers or default or cfg.effective_workers
+    if workers > 1 and not getattr(source, "shared_snapshot", None):
         report.notes.append(f"one worker: a {getattr(source, 'dialect', None) or 'non-SQL'} source has no "
                             "snapshot that several connections can share")
         workers = 1

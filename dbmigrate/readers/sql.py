@@ -604,6 +604,13 @@ class SqlSource:
         return self._reflected().revision
 
     @property
+    def shared_snapshot(self) -> str | None:
+        """The id other connections can open this connection's snapshot by (PostgreSQL's
+        exported snapshot), or None: a MySQL/MariaDB or SQLite snapshot belongs to its own
+        connection, so its source is read by one worker."""
+        return self.snapshot_id if self.dialect == "postgresql" else None
+
+    @property
     def fast_paths(self) -> frozenset[str]:
         """Shortcuts this reader offers a writer that declares the same name
         (dbmigrate.model.Capabilities.fast_paths): PostgreSQL's binary COPY (copy_out_sql)."""
