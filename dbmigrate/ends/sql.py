@@ -248,7 +248,7 @@ class SqlEnd:
         direct = self.direct_columns(source, table, self._insertable(table))
         if not direct:
             return None
-        rows = self.sql.copy_from(table, direct, part.part, source._conn,
+        rows = self.sql.copy_from(table, direct, part.part, source.pg_connection,
                                   source.copy_out_sql(table, direct, part.part), on_rows=on_rows)
         log.debug("part %s: %d rows copied byte for byte", part.id, rows)
         return PartResult(part.id, part.target, table, rows=rows, notes={"server_checksum": direct})
@@ -268,7 +268,7 @@ class SqlEnd:
         if not columns or self.ids.rows(table, columns) is not None:
             return None
         conn = self.sql.connect()
-        same = pgpipe.same_types(source._conn, conn, table, columns)
+        same = pgpipe.same_types(source.pg_connection, conn, table, columns)
         conn.commit()
         return columns if same else None
 

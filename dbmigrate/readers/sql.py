@@ -611,6 +611,15 @@ class SqlSource:
         return self.snapshot_id if self.dialect == "postgresql" else None
 
     @property
+    def pg_connection(self):
+        """The snapshot's own connection, for the shortcuts this reader declares in `fast_paths`
+        and the servers' own checksums (dbmigrate.pgpipe): PostgreSQL only; its transaction is the
+        snapshot, so a caller only runs reads on it (COPY ... TO, SELECT) and never commits."""
+        if self.dialect != "postgresql":
+            raise TypeError(f"a {self.dialect} source has no PostgreSQL connection to share")
+        return self._conn
+
+    @property
     def fast_paths(self) -> frozenset[str]:
         """Shortcuts this reader offers a writer that declares the same name
         (dbmigrate.model.Capabilities.fast_paths): PostgreSQL's binary COPY (copy_out_sql)."""

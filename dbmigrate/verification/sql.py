@@ -73,11 +73,11 @@ def server_verify(source, target, table: str, columns: list[str], v: Verificatio
     (their text forms of a value may differ), so the caller adds up the source's rows itself."""
     from concurrent.futures import ThreadPoolExecutor
     from dbmigrate import pgpipe
-    if pgpipe.server_major(source._conn) != pgpipe.server_major(target._conn):
+    if pgpipe.server_major(source.pg_connection) != pgpipe.server_major(target.pg_connection):
         return False
     with ThreadPoolExecutor(max_workers=2) as pool:
-        mine = pool.submit(pgpipe.server_checksum, source._conn, *source.select_sql(table, columns))
-        theirs = pool.submit(pgpipe.server_checksum, target._conn, *target.select_sql(table, columns))
+        mine = pool.submit(pgpipe.server_checksum, source.pg_connection, *source.select_sql(table, columns))
+        theirs = pool.submit(pgpipe.server_checksum, target.pg_connection, *target.select_sql(table, columns))
         (n_src, sum_src), (n_dst, sum_dst) = mine.result(), theirs.result()
     same = (n_src, sum_src) == (n_dst, sum_dst)
     v.counts.append(Check(table, n_src == n_dst, f"source {n_src:,}, target {n_dst:,}"))
@@ -172,7 +172,7 @@ def verify_sql(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, report: 
             if table not in have:
                 continue
             wanted = [c.name for c in tschema.tables[table].columns if not c.generated]
-            if same_pg and pgpipe.same_types(source._conn, target._conn, table, wanted):
+            if same_pg and pgpipe.same_types(source.pg_connection, target.pg_connection, table, wanted):
                 server[table] = wanted  # both servers checksum their own rows
                 continue
             checks[table] = expected_checksum(source, table, wanted, ids, cfg.batch_size,
