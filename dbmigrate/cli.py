@@ -58,15 +58,15 @@ URI_HELP = ("{role} database URI: " + ", ".join(SCHEME_NAMES) + "; env DBMIGRATE
 
 # Every flag once: (names, argparse keywords, group, the commands that take it). `--help` of
 # each command lists exactly its own; the README's flag table says the same (a test checks).
-MIGRATE, ANALYZE, VERIFY = "migrate", "analyze", "verify"
+MIGRATE, ANALYZE, VERIFY, SYNC = "migrate", "analyze", "verify", "sync"
 ALL = (MIGRATE, ANALYZE, VERIFY)
 FLAGS = [
     (("--source",), dict(metavar="URI", help=URI_HELP.format(role="source", ROLE="SOURCE")),
-     "connections", ALL),
+     "connections", ALL + (SYNC,)),
     (("--target",), dict(metavar="URI", help=URI_HELP.format(role="target", ROLE="TARGET")),
-     "connections", ALL),
+     "connections", ALL + (SYNC,)),
     (("--config",), dict(metavar="FILE", help="JSON config file (see migration_config.example.json)"),
-     "connections", ALL),
+     "connections", ALL + (SYNC,)),
     (("--layout",), dict(choices=config_mod.LAYOUTS, help="MongoDB target layout: mlflow-mongodb (default; "
                          "what the mlflow-mongodb store reads) or tables (lossless: one collection per SQL table)"),
      "target", ALL),
@@ -79,7 +79,7 @@ FLAGS = [
     (("--orphans",), dict(choices=["copy", "skip"], help="rows whose parent row does not exist in the "
                           "source (a metric of a missing run, ...): copy them as they are (default; MongoDB "
                           "targets) or skip them (needed for SQL targets, whose foreign keys refuse them); "
-                          "reported either way"), "target", ALL),
+                          "reported either way"), "target", ALL + (SYNC,)),
     (("--target-revision",), dict(metavar="REV|head", help="SQL targets: after the copy is verified at the "
                                   "source's MLflow schema revision, upgrade the target to REV (head: the "
                                   "installed MLflow's newest) with MLflow's own migrations, as `mlflow db "
@@ -111,7 +111,7 @@ FLAGS = [
     (("--rename-model",), dict(metavar="OLD=NEW", action="append", help="write registered model OLD (its "
                                "versions, tags, aliases) under the name NEW (repeatable)"), "merge", (MIGRATE, ANALYZE)),
     (("--batch-size",), dict(type=int, metavar="N", help="rows per read batch and documents per write "
-                             "batch (default 10000)"), "copy", ALL),
+                             "batch (default 10000)"), "copy", ALL + (SYNC,)),
     (("--workers",), dict(type=int, metavar="N", help="worker processes copying key ranges of the big "
                           "tables in parallel (default: one per CPU; PostgreSQL sources only, others use "
                           "one); --executor dask: parts running at once on the cluster (default: its "
@@ -131,11 +131,11 @@ FLAGS = [
      "verification", (MIGRATE, VERIFY)),
     (("--sample-size",), dict(type=int, metavar="N", help="documents per collection for --verify sample "
                               "(default 1000)"), "verification", (MIGRATE, VERIFY)),
-    (("--report-json",), dict(metavar="PATH", help="also write the report as JSON to PATH"), "output", ALL),
+    (("--report-json",), dict(metavar="PATH", help="also write the report as JSON to PATH"), "output", ALL + (SYNC,)),
     (("--no-progress",), dict(dest="progress", action="store_const", const=False, help="no progress bars "
-                              "(they are off anyway when stderr is not a terminal)"), "output", ALL),
+                              "(they are off anyway when stderr is not a terminal)"), "output", ALL + (SYNC,)),
     (("--log-level",), dict(choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
-                            help="log detail on stderr (default INFO)"), "output", ALL),
+                            help="log detail on stderr (default INFO)"), "output", ALL + (SYNC,)),
 ]
 RESUME_FLAGS = [
     (("--resume",), dict(action="store_const", const=True, help="continue an interrupted migration "
@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for command, text in ((MIGRATE, "copy source to target, build indexes, verify"),
                           (VERIFY, "compare a target with its source (counts, references, values); writes nothing"),
-                          (ANALYZE, "the dry run: what would go where, problems, estimated time; writes nothing")):
+                          (ANALYZE, "the dry run: what would go where, problems, estimated time; writes nothing"),
+                          (SYNC, "after a migration: copy only what changed on the source since (SQL ends), "
+                                 "comparing per-key-range checksums")):
         p = sub.add_parser(command, help=text, description=text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_flags(p, command)
@@ -241,6 +243,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         if command == "verify":
             from dbmigrate.verify import verify
             report = verify(cfg)
+        elif command == "sync":
+            from dbmigrate.sync import sync
+            report = sync(cfg)
         else:
             from dbmigrate.pipeline import migrate
             report = migrate(cfg)

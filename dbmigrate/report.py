@@ -74,6 +74,7 @@ class Report:
     selection: dict = field(default_factory=dict)   # --experiments/--runs/--models/--since: what is copied, and why
     rewritten: dict = field(default_factory=dict)   # --rewrite-artifact-uri: rewritten values per column
     merge: dict = field(default_factory=dict)       # --merge: skipped, conflicts, merged-into, remapped
+    sync: dict = field(default_factory=dict)        # sync: per table ranges compared/differing, rows changed
     plan: list[dict] = field(default_factory=list)
     estimate_seconds: float | None = None
     phases: dict = field(default_factory=dict)  # seconds per phase: connect, plan, schema, copy, indexes, verify
