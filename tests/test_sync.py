@@ -133,7 +133,7 @@ def test_sync_refuses_a_mongodb_target(pg_db, tmp_path):
 
 @pytest.fixture(scope="module")
 def big(pg_base):
-    yield from generated_pg_source(pg_base, "dbm_sync_big", metrics=200_000, runs=2_000, params=5, tags=3, seed=14)
+    yield from generated_pg_source(pg_base, "dbm_sync_big", metrics=200_000, runs=2_000, params=10_000, tags=6_000, seed=14)
 
 
 def test_sync_of_a_1_percent_change_recopies_only_those_ranges(big, pg_db, tmp_path):
