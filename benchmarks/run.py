@@ -1302,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         md = render_markdown(doc)
         md_path = out_dir / f"latest-{scale}.md"
         md_path.write_text(md)
+        (out_dir / f"{stamp}-{scale}.md").write_text(md)  # latest-<scale> is replaced by any run of that scale
         print_summary(doc)
         log("")
         log(md)
