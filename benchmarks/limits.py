@@ -404,6 +404,88 @@ def sqlite_executemany_limit(path: str, rows: Sequence[tuple], parents: dict[str
                        f"1 transaction; file {os.path.getsize(path) / 1e6:.0f} MB")
 
 
+def serial(name: str, rows: int, *parts: Measurement) -> Measurement:
+    """Two steps one after the other (read, then load): the time per row is the sum of each step's
+    time per row (the parts may be measured on samples of different sizes; each is a rate)."""
+    per_row = sum(1.0 / m.rows_per_s for m in parts)
+    return Measurement(name, rows, rows * per_row, None,
+                       " + ".join(f"{m.name} {m.rows_per_s:,.0f}/s" for m in parts))
+
+
+def sqlite_read_limit(path: str, table: str = "metrics", chunk: int = DEFAULT_BATCH) -> Measurement:
+    """``SELECT <metrics columns>`` through sqlite3 (fetchmany in batch-size chunks), rows built as
+    tuples and dropped: the floor of any Python reader of a SQLite source."""
+    import sqlite3
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        n = 0
+        t0 = time.perf_counter()
+        cur = conn.execute("SELECT " + ", ".join(f'"{c}"' for c in METRIC_COLUMNS) + f' FROM "{table}"')
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                break
+            n += len(rows)
+        seconds = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return Measurement(f"sqlite3 SELECT {table} (tuples)", n, seconds, os.path.getsize(path), f"fetchmany {chunk}")
+
+
+def _metrics_table_model():
+    _repo_on_path()
+    from dbmigrate.model import Column, Table
+    types = {"key": "str", "value": "float", "timestamp": "int", "run_uuid": "str", "step": "int", "is_nan": "bool"}
+    return Table("metrics", [Column(c, types[c], c == "value") for c in METRIC_COLUMNS],
+                 ["key", "timestamp", "step", "run_uuid", "value"])
+
+
+def parquet_write_limit(path: str, rows: Sequence[tuple], chunk: int = DEFAULT_BATCH,
+                        row_group: int = 128 * 1024) -> Measurement:
+    """pyarrow writing the metrics rows (Python tuples, as any reader yields them) to one Parquet
+    file: ``pa.array`` per column of each batch, row groups of 128k rows, zstd (dbmigrate's
+    snapshot settings), file closed and fsynced. The rows are fetched untimed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    _repo_on_path()
+    from dbmigrate.arrow_rows import arrow_schema
+    schema = arrow_schema(_metrics_table_model(), METRIC_COLUMNS)
+    t0 = time.perf_counter()
+    out = pq.ParquetWriter(path, schema, compression="zstd")
+    buf, buffered = [], 0
+    for i in range(0, len(rows), chunk):
+        cols = list(zip(*rows[i:i + chunk]))
+        buf.append(pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema))
+        buffered += len(cols[0])
+        if buffered >= row_group:
+            out.write_table(pa.Table.from_batches(buf))
+            buf, buffered = [], 0
+    if buf:
+        out.write_table(pa.Table.from_batches(buf))
+    out.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - t0
+    return Measurement("pyarrow write metrics (pa.array per column, zstd, 128k row groups)", len(rows), seconds,
+                       os.path.getsize(path), f"batches of {chunk}")
+
+
+def parquet_read_limit(path: str, chunk: int = DEFAULT_BATCH) -> Measurement:
+    """pyarrow reading that file back into Python tuples (``iter_batches`` + ``to_pylist`` per
+    column, zipped): the floor of any Python reader of a Parquet snapshot."""
+    import pyarrow.parquet as pq
+    n = 0
+    t0 = time.perf_counter()
+    for b in pq.ParquetFile(path).iter_batches(batch_size=chunk, columns=METRIC_COLUMNS):
+        n += len(list(zip(*(b.column(c).to_pylist() for c in METRIC_COLUMNS))))
+    seconds = time.perf_counter() - t0
+    return Measurement("pyarrow read metrics (iter_batches + to_pylist, tuples)", n, seconds,
+                       os.path.getsize(path), f"batches of {chunk}")
+
+
 def sqlite_parents(uri: str) -> dict[str, tuple[list, list]]:
     """experiments and runs rows of the source, for :func:`sqlite_executemany_limit`."""
     conn = _connect(uri)

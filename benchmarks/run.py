@@ -1,7 +1,8 @@
 """The dbmigrate benchmark: limits and end-to-end runs on the same seeded data, in one command.
 
     python -m benchmarks.run --metrics 1000000 [--reuse-db] \
-        [--scenarios pg-mongo,pg-mongo-tables,pg-pg,pg-sqlite,pg-mysql,mongo-pg,pg-null,small-sqlite,small-pg] \
+        [--scenarios pg-null,pg-pg,pg-sqlite,sqlite-pg,pg-mysql,pg-mongo,pg-mongo-tables,mongo-pg,
+                     parquet-write,parquet-restore,small-sqlite,small-pg] \
         [--workers N] [--batch-size N] [--out benchmarks/results]
     python -m benchmarks.run --smoke [--metrics N]   # 100k metric rows by default, every scenario; the tests use 20k
 
@@ -29,7 +30,10 @@ One run:
    pg-pg               PostgreSQL -> PostgreSQL (empty database; MLflow's schema made by dbmigrate)
    pg-sqlite           PostgreSQL -> SQLite (a new file)
    pg-mysql            PostgreSQL -> MySQL/MariaDB (empty database, utf8mb4_bin)
+   sqlite-pg           SQLite (pg-sqlite's target, or copied untimed first) -> PostgreSQL
    mongo-pg            MongoDB (tables layout, copied untimed from the source first) -> PostgreSQL
+   parquet-write       PostgreSQL -> Parquet snapshot (``parquet:///dir``)
+   parquet-restore     Parquet snapshot (parquet-write's, or written untimed first) -> PostgreSQL
    pg-null             PostgreSQL -> null sink: ``--dry-run`` into MongoDB runs the real plan
                        (read, convert, BSON-encode every document) and sends nothing: the rate a
                        real MongoDB server would be offered
@@ -84,8 +88,8 @@ MB = 1024 * 1024
 class Scenario:
     name: str
     title: str
-    source: str                # "pg" | "mongo"
-    target: str                # "mongo" | "pg" | "sqlite" | "null"
+    source: str                # "pg" | "mongo" | "sqlite" | "parquet"
+    target: str                # "mongo" | "pg" | "sqlite" | "mysql" | "parquet" | "null"
     layout: str | None         # MongoDB layout (targets) or None
     metrics_dest: str          # where the metrics rows land (collection / table)
     limit_key: str             # the limit the metrics rate is compared with
@@ -97,14 +101,22 @@ SCENARIOS = [  # canonical order: mongo-pg reuses pg-mongo-tables' target as its
              "pg", "null", "mlflow-mongodb", "run_metrics", "read.metrics", None),
     Scenario("pg-pg", "PostgreSQL -> PostgreSQL", "pg", "pg", None, "metrics", "pg_copy_in.best", 0.70),
     Scenario("pg-sqlite", "PostgreSQL -> SQLite", "pg", "sqlite", None, "metrics", "sqlite.executemany", 0.70),
+    Scenario("sqlite-pg", "SQLite (pg-sqlite's result, or copied untimed) -> PostgreSQL", "sqlite", "pg", None,
+             "metrics", "sqlite_pg.limit", 0.70),
     Scenario("pg-mysql", "PostgreSQL -> MySQL/MariaDB", "pg", "mysql", None, "metrics", "mysql.load_data", 0.70),
     Scenario("pg-mongo", "PostgreSQL -> MongoDB (mlflow-mongodb layout)", "pg", "mongo", "mlflow-mongodb",
              "run_metrics", "mongo.run_metrics.dict", 0.90),
     Scenario("pg-mongo-tables", "PostgreSQL -> MongoDB (tables layout)", "pg", "mongo", "tables",
              "metrics", "mongo.tables_metrics.dict", 0.90),
     Scenario("mongo-pg", "MongoDB (tables layout) -> PostgreSQL", "mongo", "pg", None, "metrics",
-             "pg_copy_in.best", None),
+             "mongo_pg.limit", 0.70),
+    Scenario("parquet-write", "PostgreSQL -> Parquet snapshot", "pg", "parquet", None, "metrics",
+             "pg_parquet.limit", None),
+    Scenario("parquet-restore", "Parquet snapshot (parquet-write's, or written untimed) -> PostgreSQL", "parquet",
+             "pg", None, "metrics", "parquet_pg.limit", 0.70),
 ]
+# A scenario whose source is another scenario's target reuses that target when both run.
+SOURCE_FROM = {"sqlite-pg": "pg-sqlite", "parquet-restore": "parquet-write", "mongo-pg": "pg-mongo-tables"}
 BY_NAME = {s.name: s for s in SCENARIOS}
 # Small migrations: the tests' MLflow 3.17.2 source (~300 rows in 65 tables) -> a new target, wall
 # clock of the whole process with verification (dbmigrate's default), one cold run (empty schema
@@ -512,7 +524,7 @@ def measure_limits(args, src_uri: str, counts: dict[str, int], selected: list[Sc
         lim.guarded("documents / MongoDB ingest", docs_limits)
         gc.collect()
 
-    if need & {"pg-pg", "mongo-pg"}:
+    if need & {"pg-pg", "mongo-pg", "sqlite-pg", "parquet-restore"}:
         log(f"\nlimits: PostgreSQL COPY FROM into MLflow's schema ({', '.join(args.copy_formats)})")
 
         def copy_in():
@@ -531,6 +543,27 @@ def measure_limits(args, src_uri: str, counts: dict[str, int], selected: list[Sc
                     "pg COPY FROM -> metrics, best of live / bare+rebuild", best.rows, best.seconds,
                     best.bytes, f"= {best.name}"))
         lim.guarded("pg COPY FROM", copy_in)
+
+    if need & {"parquet-write", "parquet-restore"}:
+        log("\nlimits: pyarrow writing / reading the metrics table (rows fetched untimed)")
+
+        def parquet_limits():
+            path = str(workdir / "limit.parquet")
+            rows = L.metric_rows(src_uri)
+            try:
+                w = lim.add("parquet.write", L.parquet_write_limit(path, rows, batch))
+                del rows
+                r = lim.add("parquet.read", L.parquet_read_limit(path, batch))
+            finally:
+                Path(path).unlink(missing_ok=True)
+            if "fetch.metrics" in lim.by_key:
+                lim.add("pg_parquet.limit", L.serial("pg fetch (tuples) + pyarrow write", w.rows,
+                                                     lim.by_key["fetch.metrics"], w))
+            if "pg_copy_in.best" in lim.by_key:
+                lim.add("parquet_pg.limit", L.serial("pyarrow read (tuples) + pg COPY FROM best", r.rows, r,
+                                                     lim.by_key["pg_copy_in.best"]))
+        lim.guarded("parquet write / read", parquet_limits)
+        gc.collect()
 
     if "pg-mysql" in need:
         log("\nlimits: MySQL/MariaDB LOAD DATA LOCAL INFILE into MLflow's schema")
@@ -655,6 +688,10 @@ def target_count(kind: str, uri: str, dest: str) -> int | None:
                 return cur.fetchone()[0]
         finally:
             conn.close()
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+        return sum(pq.ParquetFile(f).metadata.num_rows
+                   for f in sorted(Path(uri.removeprefix("parquet://"), dest).glob("**/*.parquet")))
     if kind == "sqlite":
         import sqlite3
         conn = sqlite3.connect(uri.removeprefix("sqlite:///"))
@@ -673,7 +710,7 @@ def target_count(kind: str, uri: str, dest: str) -> int | None:
     return None
 
 
-def summarise(sc: Scenario, res: dict, lim: Limits, source_metrics: int, mongo_source_read: float | None) -> dict:
+def summarise(sc: Scenario, res: dict, lim: Limits, source_metrics: int, source_read: float | None) -> dict:
     """Per-table figures from the report; the metrics headline, totals, ratios, targets."""
     rep = res.get("report") or {}
     tables = []
@@ -681,7 +718,7 @@ def summarise(sc: Scenario, res: dict, lim: Limits, source_metrics: int, mongo_s
         if not (t.get("total") or t.get("migrated")):
             continue
         read = lim.rate(f"read.{t['table']}") if sc.source == "pg" else \
-            (mongo_source_read if t["table"] == "metrics" else None)
+            (source_read if t["table"] == "metrics" else None)
         rps = t.get("rows_per_s") or 0.0
         tables.append({"table": t["table"], "destination": t.get("destination"), "total": t.get("total"),
                        "migrated": t.get("migrated"), "skipped": t.get("skipped"), "errors": t.get("errors"),
@@ -880,7 +917,9 @@ def render_markdown(doc: dict) -> str:
     out.append("")
     out.append("ratio = dbmigrate metrics rows/s / limit rows/s. Targets: PostgreSQL -> MongoDB >= 90 % of "
                "the MongoDB raw ingest limit; SQL -> SQL >= 70 % of the target's ingest limit; peak RSS of "
-               "the process tree < 400 MB. pg-null and mongo-pg have no stated target (info). Per-table seconds "
+               "the process tree < 400 MB (sqlite-pg, mongo-pg, parquet-restore: the limit is the source read "
+               "limit plus COPY FROM one after the other, see Limits). pg-null and parquet-write have no stated "
+               "target (info). Per-table seconds "
                "are wall-clock spans of the table's parts (parts of other tables may run in between); "
                "'all' columns use the wall time of the whole dbmigrate process (start-up, schema, plan, "
                "copy, indexes/sequences; `--verify none`).")
@@ -1109,10 +1148,12 @@ def main(argv: list[str] | None = None) -> int:
             mongo_tables_db = None  # pg-mongo-tables' target, kept as mongo-pg's source
             mongo_dbs: list[str] = []
             mongo_source_read = None
+            kept: dict[str, str] = {}  # "sqlite" / "parquet": a source kept from pg-sqlite / parquet-write
             for sc in selected:
                 log(f"\nscenario {sc.name}: {sc.title}")
                 entry: dict = {"scenario": sc.name, "title": sc.title, "exit_code": None, "total": {}}
                 tgt = None
+                src_read = None
                 try:
                     extra: list[str] = []
                     source = src_uri
@@ -1127,12 +1168,34 @@ def main(argv: list[str] | None = None) -> int:
                                 raise RuntimeError(f"preparing the MongoDB source failed (exit {pre['exit_code']}): "
                                                    + "\n".join(pre["stderr_tail"][-10:]))
                         source = mongo_with_db(mongo_uri, mongo_tables_db)
+                    elif sc.source in ("sqlite", "parquet"):
+                        if kept.get(sc.source) is None:
+                            path = workdir / f"source.{sc.source}"
+                            uri = f"{sc.source}://{'/' if sc.source == 'sqlite' else ''}{path}"
+                            log(f"  untimed: PostgreSQL -> {sc.source} into {path} as the source")
+                            pre = run_dbmigrate(f"{sc.source}-source", src_uri, uri, [], workdir, args, args.timeout)
+                            if pre["exit_code"] != 0:
+                                raise RuntimeError(f"preparing the {sc.source} source failed (exit {pre['exit_code']}): "
+                                                   + "\n".join(pre["stderr_tail"][-10:]))
+                            kept[sc.source] = str(path)
+                        source = f"{sc.source}://{'/' if sc.source == 'sqlite' else ''}{kept[sc.source]}"
+                        if sc.source == "sqlite":
+                            log("  limits: SQLite source read (sqlite3, the same file)")
+                            lim.guarded("sqlite read", lambda: lim.add("sqlite.read.metrics", L.sqlite_read_limit(
+                                kept["sqlite"], "metrics", batch)))
+                            if "sqlite.read.metrics" in lim.by_key and "pg_copy_in.best" in lim.by_key:
+                                lim.add("sqlite_pg.limit", L.serial(
+                                    "sqlite3 read (tuples) + pg COPY FROM best", counts["metrics"],
+                                    lim.by_key["sqlite.read.metrics"], lim.by_key["pg_copy_in.best"]))
+                        src_read = lim.rate("sqlite.read.metrics" if sc.source == "sqlite" else "parquet.read")
                     if sc.target == "pg":
                         name = f"bench_t{tag}_{sc.name.replace('-', '_')}"
                         tgt = pg_create_database(args.pg_admin, name)
                         created_pg.append(name)
                     elif sc.target == "sqlite":
                         tgt = f"sqlite:///{workdir / (sc.name + '.sqlite')}"
+                    elif sc.target == "parquet":
+                        tgt = f"parquet://{workdir / (sc.name + '.snapshot')}"
                     elif sc.target == "mysql":
                         tgt = L.mysql_create_database(args.mysql_admin, f"bench_t{tag}_{sc.name.replace('-', '_')}")
                     else:
@@ -1151,8 +1214,12 @@ def main(argv: list[str] | None = None) -> int:
                             mongo_uri, mongo_tables_db, "metrics", n, batch, True)))
                         lim.guarded("mongo find", lambda: lim.add("mongo.read.metrics.dict", mongo_read_limit(
                             mongo_uri, mongo_tables_db, "metrics", n, batch, False)))
-                        mongo_source_read = lim.rate("mongo.read.metrics.raw")
-                    entry = summarise(sc, res, lim, counts["metrics"], mongo_source_read)
+                        mongo_source_read = src_read = lim.rate("mongo.read.metrics.raw")
+                        if "mongo.read.metrics.dict" in lim.by_key and "pg_copy_in.best" in lim.by_key:
+                            lim.add("mongo_pg.limit", L.serial(
+                                "pymongo find (dicts) + pg COPY FROM best", counts["metrics"],
+                                lim.by_key["mongo.read.metrics.dict"], lim.by_key["pg_copy_in.best"]))
+                    entry = summarise(sc, res, lim, counts["metrics"], src_read)
                     ok = res["exit_code"] == 0 and entry["metrics"] is not None
                     if res["exit_code"] != 0:
                         failures.append(f"{sc.name}: dbmigrate exit {res['exit_code']}: {entry.get('error')}")
@@ -1182,8 +1249,16 @@ def main(argv: list[str] | None = None) -> int:
                         drop_database(args.pg_admin, tgt.rpartition("/")[2])
                         created_pg.remove(tgt.rpartition("/")[2])
                     elif sc.target == "sqlite" and tgt:
-                        for suffix in ("", "-wal", "-shm", "-journal"):
-                            Path(tgt.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+                        if "sqlite-pg" in names and entry.get("exit_code") == 0 and "sqlite" not in kept:
+                            kept["sqlite"] = tgt.removeprefix("sqlite:///")
+                        else:
+                            for suffix in ("", "-wal", "-shm", "-journal"):
+                                Path(tgt.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+                    elif sc.target == "parquet" and tgt:
+                        if "parquet-restore" in names and entry.get("exit_code") == 0 and "parquet" not in kept:
+                            kept["parquet"] = tgt.removeprefix("parquet://")
+                        else:
+                            shutil.rmtree(tgt.removeprefix("parquet://"), ignore_errors=True)
                     elif sc.target == "mysql" and tgt:
                         L.mysql_drop_database(args.mysql_admin, tgt.rpartition("/")[2])
                     elif sc.target in ("mongo", "null") and tgt:
@@ -1227,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         md = render_markdown(doc)
         md_path = out_dir / f"latest-{scale}.md"
         md_path.write_text(md)
+        (out_dir / f"{stamp}-{scale}.md").write_text(md)  # latest-<scale> is replaced by any run of that scale
         print_summary(doc)
         log("")
         log(md)

@@ -34,10 +34,13 @@ def test_benchmark_smoke(pg_base, tmp_path):
     assert doc["source"]["counts"]["metrics"] == METRICS
     limits = {lim["key"]: lim for lim in doc["limits"]}
     for key in ("read.metrics", "pg_copy_in.best", "sqlite.executemany", "mongo.run_metrics.dict",
-                "mongo.tables_metrics.dict", "mysql.load_data", "mysql.executemany"):
+                "mongo.tables_metrics.dict", "mysql.load_data", "mysql.executemany", "sqlite.read.metrics",
+                "sqlite_pg.limit", "mongo.read.metrics.dict", "mongo_pg.limit", "parquet.write", "parquet.read",
+                "pg_parquet.limit", "parquet_pg.limit"):
         assert limits[key]["rows_per_s"] > 0, key
     scenarios = {s["scenario"]: s for s in doc["scenarios"]}
-    assert set(scenarios) == {"pg-null", "pg-pg", "pg-sqlite", "pg-mysql", "pg-mongo", "pg-mongo-tables", "mongo-pg"}
+    assert set(scenarios) == {"pg-null", "pg-pg", "pg-sqlite", "sqlite-pg", "pg-mysql", "pg-mongo", "pg-mongo-tables",
+                              "mongo-pg", "parquet-write", "parquet-restore"}
     # small migrations: a cold and a warm run each, verified, with the phases of the report
     assert {s["scenario"] for s in doc["small"]} == {"small-sqlite", "small-pg"}
     for s in doc["small"]:
@@ -51,7 +54,7 @@ def test_benchmark_smoke(pg_base, tmp_path):
         assert m["rows_per_s"] > 0 and m["ratio"] > 0, (name, m)
         assert 0 < sc["peak_rss_tree_mb"] < 4000, (name, sc["peak_rss_tree_mb"])
     md = (tmp_path / "latest-20k.md").read_text()
-    assert "## Summary" in md and "| pg-mongo |" in md and "| pg-mysql |" in md and "| small-pg |" in md
+    assert "## Summary" in md and "| pg-mongo |" in md and "| pg-mysql |" in md and "| parquet-restore |" in md and "| small-pg |" in md
     # the smoke run drops the source it generated
     import psycopg2
     conn = psycopg2.connect(pg_base)
