@@ -320,7 +320,7 @@ def trace_metadata(rows, analytics):
                if r["key"] not in (TRACE_SESSION, TOKEN_USAGE, TRACE_COST)}
         if analytics.get("session_id") is not None:
             out[TRACE_SESSION] = analytics["session_id"]
-        usage = {k: _token_count(analytics.get(c)) for k, c in _TOKEN_COLUMNS.items()}
+        usage = {k: token_count(analytics.get(c)) for k, c in _TOKEN_COLUMNS.items()}
         usage = {k: v for k, v in usage.items() if v is not None}
         if usage:
             out[TOKEN_USAGE] = json.dumps(usage)
@@ -333,8 +333,9 @@ def trace_metadata(rows, analytics):
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
 
-def _token_count(v):
-    """MLflow's token_count_or_none: an integral value (exactly, via Decimal) within BIGINT."""
+def token_count(v):
+    """MLflow's token_count_or_none: an integral value (exactly, via Decimal) within BIGINT.
+    (The readers that rebuild trace_info's analytics columns use it too.)"""
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -694,3 +695,19 @@ def to_binary(v):
 def pk_document(names, *values):
     """A composite primary key as an _id sub-document, columns in declared key order."""
     return dict(zip(names, values))
+
+
+def assessment_aggregate(value) -> tuple[float | None, bool]:
+    """MLflow's trace_analytics.assessment_aggregate: a numeric view of a feedback value, and
+    whether it is numeric (the readers that rebuild assessments' analytics columns use it)."""
+    if isinstance(value, bool):
+        return (1.0 if value else 0.0), False
+    if isinstance(value, (int, float)):
+        try:
+            f = float(value)
+        except OverflowError:
+            return None, False
+        return (f, True) if math.isfinite(f) else (None, False)
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
+        return (1.0 if value.strip().lower() == "yes" else 0.0), False
+    return None, False

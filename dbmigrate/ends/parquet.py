@@ -17,7 +17,7 @@ from dbmigrate.ends.sql import Batch
 from dbmigrate.errors import ConfigError, TargetNotEmpty
 from dbmigrate.mlflow_schema import load_rank, schema_version
 from dbmigrate.readers.sql import SqlSource
-from dbmigrate.report import Check, Report, TableRow, Verification
+from dbmigrate.report import Report, TableRow, Verification
 from dbmigrate.uri import DatabaseURI
 
 log = logging.getLogger("dbmigrate")
@@ -184,6 +184,7 @@ class ParquetEnd:
         import time
         from dbmigrate.errors import MigrationError
         from dbmigrate.readers.parquet import ParquetSnapshot
+        from dbmigrate.verification.snapshot import check_against_manifest
         t0 = time.perf_counter()
         v = Verification(level=self.cfg.verify)
         progress.start_step(f"verify ({self.cfg.verify})", len(self.tables), "tables")
@@ -200,16 +201,7 @@ class ParquetEnd:
             if entry is None:
                 v.failures.append(f"{t}: not in the snapshot's manifest")
                 continue
-            v.counts.append(Check(t, entry["rows"] == mine.count, f"source {mine.count:,}, snapshot {entry['rows']:,}"))
-            if self.cfg.verify != "counts":
-                same = (mine.count, f"{mine.total:016x}") == (entry["rows"], entry["checksum"])
-                v.checksums.append({"name": t, "table": t, "source": str(mine),
-                                    "target": f"{entry['rows']:,} rows #{entry['checksum']}", "match": same,
-                                    "rows": mine.count})
-                if not same:
-                    files = ", ".join(f["path"] for f in entry["files"])
-                    v.failures.append(f"{t}: the rows read from the source ({mine}) differ from the snapshot's "
-                                      f"files {files} ({entry['rows']:,} rows #{entry['checksum']})")
+            check_against_manifest(v, t, mine, entry, counts_only=self.cfg.verify == "counts")
         progress.end_step()
         v.seconds = time.perf_counter() - t0
         return v

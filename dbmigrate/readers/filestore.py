@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 
 import yaml
 
+from dbmigrate.converters import assessment_aggregate, token_count
 from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD, load_rank
 from dbmigrate.model import Column, Part, Table
@@ -420,19 +421,6 @@ def proto_ms(text, where: str) -> int | None:
     return secs * 1000 + nanos // 1_000_000
 
 
-def _token_count(v):
-    if v is None or isinstance(v, bool):
-        return None
-    from decimal import Decimal, InvalidOperation
-    try:
-        d = Decimal(str(v))
-    except (InvalidOperation, TypeError, ValueError):
-        return None
-    if not d.is_finite() or d != d.to_integral_value() or not -(2**63) <= d <= 2**63 - 1:
-        return None
-    return int(d)
-
-
 def _finite(v):
     if v is None or isinstance(v, bool):
         return None
@@ -449,21 +437,6 @@ def _json_object(text) -> dict:
     except (TypeError, ValueError):
         return {}
     return v if isinstance(v, dict) else {}
-
-
-def assessment_aggregate(value) -> tuple[float | None, bool]:
-    """MLflow's trace_analytics.assessment_aggregate."""
-    if isinstance(value, bool):
-        return (1.0 if value else 0.0), False
-    if isinstance(value, (int, float)):
-        try:
-            f = float(value)
-        except OverflowError:
-            return None, False
-        return (f, True) if math.isfinite(f) else (None, False)
-    if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
-        return (1.0 if value.strip().lower() == "yes" else 0.0), False
-    return None, False
 
 
 def _batched(rows: Iterator[tuple], n: int) -> Iterator[list[tuple]]:
@@ -903,7 +876,7 @@ def _trace_parts(src, d):
             cols["session_id"] = meta.pop(SESSION)[:MAX_SESSION]
         if TOKEN_USAGE in meta:
             usage = _json_object(meta.pop(TOKEN_USAGE))
-            cols.update({c: _token_count(usage[c]) for c in TOKEN_COLUMNS if c in usage})
+            cols.update({c: token_count(usage[c]) for c in TOKEN_COLUMNS if c in usage})
         if COST in meta:
             cost = _json_object(meta.pop(COST))
             cols.update({c: _finite(cost[c]) for c in COST_COLUMNS if c in cost})

@@ -595,7 +595,7 @@ def assessment_row(c: dict) -> dict:
     else:
         raise DataError(f"assessment {c.get('assessment_id')!r} has no feedback, expectation or issue",
                         table="assessments")
-    agg, numeric = _aggregate(value) if kind == "feedback" else (None, False)
+    agg, numeric = cv.assessment_aggregate(value) if kind == "feedback" else (None, False)
     src = c.get("source") or {}
     return {"assessment_id": c.get("assessment_id"), "name": c.get("assessment_name"), "assessment_type": kind,
             "value": json.dumps(value), "error": json.dumps(error) if error is not None else None,
@@ -606,21 +606,6 @@ def assessment_row(c: dict) -> dict:
             "overrides": c.get("overrides"), "valid": bool(c.get("valid", True)),
             "assessment_metadata": json.dumps(c["metadata"]) if c.get("metadata") else None,
             "aggregate_value": agg, "is_numeric_value": numeric}
-
-
-def _aggregate(value):
-    """MLflow's assessment_aggregate: a numeric view of a feedback value."""
-    if isinstance(value, bool):
-        return (1.0 if value else 0.0), False
-    if isinstance(value, (int, float)):
-        try:
-            f = float(value)
-        except OverflowError:
-            return None, False
-        return (f, True) if math.isfinite(f) else (None, False)
-    if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
-        return (1.0 if value.strip().lower() == "yes" else 0.0), False
-    return None, False
 
 
 def _proto_ms(text):

@@ -45,19 +45,25 @@ def verify_snapshot(cfg: Config, src_uri: DatabaseURI, dst_uri: DatabaseURI, rep
             for rows in reads:
                 for r in rows:
                     got.add(r)
-            entry = snap.manifest["tables"][t]
-            v.counts.append(Check(t, got.count == entry["rows"], f"source {got.count:,}, snapshot {entry['rows']:,}"))
-            same = (got.count, f"{got.total:016x}") == (entry["rows"], entry["checksum"])
-            v.checksums.append({"name": t, "table": t, "source": str(got),
-                                "target": f"{entry['rows']:,} rows #{entry['checksum']}", "match": same,
-                                "rows": got.count})
-            if not same:
-                files = ", ".join(f["path"] for f in entry["files"])
-                v.failures.append(f"{t}: the source's rows ({got}) differ from the snapshot's files {files} "
-                                  f"({entry['rows']:,} rows #{entry['checksum']})")
+            check_against_manifest(v, t, got, snap.manifest["tables"][t])
         v.seconds = time.perf_counter() - t0
         report.verification = v
         steps("done")
     finally:
         source.close()
         snap.close()
+
+
+def check_against_manifest(v: Verification, table: str, got: Checksum, entry: dict, counts_only: bool = False) -> None:
+    """Add to `v` the count (and, unless `counts_only`, checksum) of the source's rows of `table`
+    against the snapshot manifest's `entry`; a difference names the table's files."""
+    v.counts.append(Check(table, got.count == entry["rows"], f"source {got.count:,}, snapshot {entry['rows']:,}"))
+    if counts_only:
+        return
+    same = (got.count, f"{got.total:016x}") == (entry["rows"], entry["checksum"])
+    v.checksums.append({"name": table, "table": table, "source": str(got),
+                        "target": f"{entry['rows']:,} rows #{entry['checksum']}", "match": same, "rows": got.count})
+    if not same:
+        files = ", ".join(f["path"] for f in entry["files"])
+        v.failures.append(f"{table}: the source's rows ({got}) differ from the snapshot's files {files} "
+                          f"({entry['rows']:,} rows #{entry['checksum']})")
