@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 import yaml
 
 from dbmigrate.converters import assessment_aggregate, token_count
+from dbmigrate.readers import batched
 from dbmigrate.errors import ConfigError, DataError, SchemaError
 from dbmigrate.mlflow_schema import RELEASE_HEAD, load_rank
 from dbmigrate.model import Column, Part, Table
@@ -439,17 +440,6 @@ def _json_object(text) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-def _batched(rows: Iterator[tuple], n: int) -> Iterator[list[tuple]]:
-    batch = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # ---------------------------------------------------------------------------- the reader
 class FileStoreSource:
     """A Reader (dbmigrate.model) of an mlruns directory, and the source surface
@@ -558,7 +548,7 @@ class FileStoreSource:
             gen = (r for r in gen if (lo is None or r[k] >= lo) and (hi is None or r[k] < hi))
         if idx != list(range(len(names))):
             gen = (tuple(r[i] for i in idx) for r in gen)
-        return _batched(gen, batch_size)
+        return batched(gen, batch_size)
 
     def close(self) -> None:
         pass

@@ -23,6 +23,7 @@ import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, ServerSelectionTimeoutError
 
 from dbmigrate import converters as cv
+from dbmigrate.readers import batched
 from dbmigrate.errors import ConnectionFailed, DataError, MigrationError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.uri import DatabaseURI, mask_text
@@ -169,34 +170,14 @@ class MongoSource:
         if self.layout != "mlflow-mongodb" or table not in MLFLOW_TABLES:
             return [], iter(())
         columns, gen = MLFLOW_TABLES[table]
-        return columns, _batched((tuple(r) for r in gen(self)), batch_size)
+        return columns, batched((tuple(r) for r in gen(self)), batch_size)
 
     def _table_rows(self, coll: str, table: str, batch_size: int):
         first = self.db[coll].find_one()
         if first is None:
             return [], iter(())
         columns = [k for k in first if k != "_id"]
-        remap = "experiment_id" in columns and bool(self.remapped)
-        idx = columns.index("experiment_id") if remap else None
-
-        def gen():
-            batch = []
-            for d in self.db[coll].find({}, batch_size=batch_size):
-                try:
-                    row = [d[c] for c in columns]
-                except KeyError as exc:
-                    raise DataError(f"Document {d.get('_id')!r} of {coll} lacks field {exc.args[0]!r}; "
-                                    "a tables-layout document has every column", table=table,
-                                    column=exc.args[0]) from None
-                if remap:
-                    row[idx] = self.exp_id(row[idx])
-                batch.append(tuple(row))
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
-        return columns, gen()
+        return columns, self._rows_of_collection(coll, table, columns, batch_size, None)
 
     def find(self, coll: str, query=None, projection=None):
         if coll not in self.collections:
@@ -359,17 +340,6 @@ def _fix_bytes(v):
 
 
 _FIX = {"int": _fix_int, "float": _fix_float, "decimal": _fix_float, "bytes": _fix_bytes}
-
-
-def _batched(rows, n):
-    batch = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # ----------------------------------------------------------------------------- mlflow-mongodb -> rows
