@@ -133,7 +133,9 @@ def tables_spec(table: Table, rules: dict, name: str) -> dict:
     return {"name": name, "source": table.name, "mode": "stream", "key": list(pk), "id": id_expr,
             "fields": fields, "indexes": table_indexes(table, rules, name),
             "tables_form": True, "generated": [c.name for c in table.columns if c.generated],
-            "derived": table.name in DERIVED_TABLES}
+            "derived": table.name in DERIVED_TABLES,
+            # --merge (dbmigrate.mongo_merge): an experiment / registered model of the same name is merged into
+            **({"merge_container": {}} if table.name in ("experiments", "registered_models") else {})}
 
 
 def table_indexes(table: Table, rules: dict, name: str) -> list[dict]:

@@ -56,6 +56,14 @@ class Rewriter:
         self.model_names = dict(model_names or {})
         self.model_back = {v: k for k, v in self.model_names.items()}
         self.experiment_back = {v: k for k, v in self.experiment_names.items()}
+        self.experiment_ids: dict = {}  # a --merge into MongoDB: source experiment id -> the target's
+        self.experiment_ids_back: dict = {}
+
+    def map_experiment_ids(self, mapping: dict) -> None:
+        """Every experiment_id read becomes the target's id (dbmigrate.mongo_merge); a read by
+        experiment id is asked with the source's."""
+        self.experiment_ids = dict(mapping)
+        self.experiment_ids_back = {v: k for k, v in mapping.items()}
 
     @classmethod
     def from_config(cls, cfg) -> "Rewriter | None":
@@ -65,7 +73,7 @@ class Rewriter:
         return cls(rules, exps, models) if (rules or exps or models) else None
 
     def __bool__(self):
-        return bool(self.rules or self.experiment_names or self.model_names)
+        return bool(self.rules or self.experiment_names or self.model_names or self.experiment_ids)
 
     def uri(self, v):
         if isinstance(v, str):
@@ -85,6 +93,8 @@ class Rewriter:
                  self.model_names if table in REGISTRY_NAME_TABLES else None)
         if names and "name" in columns:
             fixes.append((columns.index("name"), lambda v, m=names: m.get(v, v)))
+        if self.experiment_ids and "experiment_id" in columns:
+            fixes.append((columns.index("experiment_id"), lambda v, m=self.experiment_ids: m.get(v, v)))
         tag = ARTIFACT_TAGS.get(table) if self.rules else None
         tag_idx = None
         if tag and tag[0] in columns and tag[1] in columns:
@@ -105,6 +115,8 @@ class Rewriter:
         return rewrite
 
     def original_values(self, table: str, column: str, values):
+        if column == "experiment_id" and self.experiment_ids_back:
+            return [self.experiment_ids_back.get(v, v) for v in values]
         if column == "name" and table in REGISTRY_NAME_TABLES and self.model_back:
             return [self.model_back.get(v, v) for v in values]
         if column == "name" and table == "experiments" and self.experiment_back:

@@ -24,7 +24,7 @@ MAP_DIR = Path(__file__).resolve().parent.parent / "schema_maps"
 _PACKAGED_DIR = Path(__file__).resolve().parent / "schema_maps_data"
 
 _COLLECTION_KEYS = {"name", "env", "source", "mode", "key", "id", "fields", "children", "merge",
-                    "indexes", "note", "requires", "part_field"}
+                    "indexes", "note", "requires", "part_field", "merge_match", "merge_container"}
 _CHILD_KEYS = {"name", "table", "on", "parent", "columns", "where", "children", "count"}
 
 

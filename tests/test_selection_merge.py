@@ -142,21 +142,97 @@ def test_promote_by_alias_postgres_to_live_postgres(dev, prod, tmp_path):
     assert pg_rows(prod_uri) == after
 
 
-def test_promote_postgres_to_mongodb(dev, mongo_db, tmp_path):
-    dev_uri, ids = dev
-    target = mongo_db("dbm_prodm")
-    res = run_cli("migrate", "--source", dev_uri, "--target", target, "--models", "clf@champion", "--no-progress",
-                  "--state-dir", tmp_path / "st", "--report-json", tmp_path / "r.json")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+def mongo_docs(uri: str) -> dict[str, dict]:
+    """Every collection's documents by _id (as repr, so ObjectIds and strings compare), each as its
+    BSON bytes: equal means equal field for field, in order and type (and NaN equals NaN)."""
+    import bson
     import pymongo
-    db = pymongo.MongoClient(target)[target.rsplit("/", 1)[1]]
-    assert db.runs.count_documents({}) == 1 and db.experiments.count_documents({}) == 1
-    assert db.model_versions.count_documents({}) == 1 and db.registered_models.count_documents({}) == 1
-    seen = _mlflow("view", target, "clf", "champion")
+    client = pymongo.MongoClient(uri)
+    try:
+        db = client.get_default_database()
+        return {c: {repr(d["_id"]): bson.encode(d) for d in db[c].find()} for c in db.list_collection_names()}
+    finally:
+        client.close()
+
+
+def test_promote_postgres_to_live_mongodb(dev, mongo_db, tmp_path):
+    """Promote clf@champion from dev (PostgreSQL) into a prod that MLflow's mlflow-mongodb store
+    made itself (experiment ids of 39 digits, registered models with ObjectIds of its own) and that
+    already has a model "clf" of its own: the version is added to prod's clf, nothing else changes."""
+    dev_uri, ids = dev
+    prod = mongo_db("dbm_prodm")
+    _mlflow("prod", prod, "with-clf")
+    before = mongo_docs(prod)
+    old = str(ROOT / "mlruns") + "/"
+    args = ["migrate", "--source", dev_uri, "--target", prod, "--models", "clf@champion", "--merge",
+            "--rewrite-artifact-uri", f"{old}=s3://prod-bucket/", "--no-progress", "--state-dir", tmp_path / "st"]
+    dry = run_cli(*args, "--dry-run", "--report-json", tmp_path / "dry.json")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    merge = json.loads((tmp_path / "dry.json").read_text())["merge"]
+    assert merge["conflicts"] == [] and list(merge["merged_models"]) == ["clf"]
+    assert merge["inserted"]["runs"] == 1 and merge["inserted"]["model_versions"] == 1
+    assert merge["merged_into"] == {"registered_models": 1} and "registered_models" not in merge["inserted"]
+    assert mongo_docs(prod) == before  # a dry run writes nothing
+
+    res = run_cli(*args, "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, "\n".join(ln for ln in (res.stdout + res.stderr).splitlines() if " ok " not in ln)[-5000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verification"]["passed"] is True
+    after = mongo_docs(prod)
+    changed = {c: [k for k, d in docs.items() if after[c].get(k) != d] for c, docs in before.items()}
+    import bson
+    clf_id = next(k for k, d in before["registered_models"].items() if bson.decode(d)["name"] == "clf")
+    # of prod's documents only its clf changed: dev's alias added, the version counter moved to 2
+    assert {c: v for c, v in changed.items() if v} == {"registered_models": [clf_id]}
+    clf = bson.decode(after["registered_models"][clf_id])
+    assert sorted((a["alias"], a["version"]) for a in clf["aliases"]) == [("champion", 2), ("stable", 1)]
+    assert clf["version_counter"] == 2 and clf["tags"] == bson.decode(before["registered_models"][clf_id])["tags"] + [
+        {"key": "domain", "value": "vision"}]
+    added = {c: len(after[c]) - len(before.get(c, {})) for c in after if len(after[c]) != len(before.get(c, {}))}
+    assert added == {"experiments": 1, "runs": 1, "run_metrics": 22, "logged_models": 1, "traces": 1, "spans": 1,
+                     "model_versions": 1, "mlflow_sql.workspaces": 1}, added  # metrics: loss x20, nan_metric, acc
+    # new collections: those prod had no documents for yet; the workspaces row has no place in the
+    # layout and comes in tables form (nothing else: no marker, no empty collections)
+    assert set(after) - set(before) == {"logged_models", "traces", "spans", "mlflow_sql.workspaces"}
+    seen = _mlflow("view", prod, "clf", "champion")
+    assert seen["version"] == "2" or seen["version"] == 2
     assert seen["run_id"] == ids["run"] and seen["experiment"] == "dev-exp" and len(seen["loss_history"]) == 20
-    assert set(seen["experiments"]) - {"Default"} == {"dev-exp"} and seen["models"] == ["clf"]  # Default: made by the plugin
-    merge = run_cli("migrate", "--source", dev_uri, "--target", target, "--models", "clf", "--merge")
-    assert merge.returncode == 2 and "MongoDB target is not supported" in merge.stderr
+    assert seen["params"] == {"lr": "0.01", "layers": "3"} and seen["metrics"]["nan_metric"] == "NaN"
+    assert seen["inputs"] == ["train-ds"] and seen["traces"] == 1
+    assert seen["artifact_uri"].startswith("s3://prod-bucket/1/")
+    assert [v[0] for v in seen["versions"]] == [1, 2] and seen["versions"][1][1] == ids["run"]
+    assert seen["models"] == ["clf", "prod-model"] and seen["experiments"] == ["Default", "dev-exp", "prod-exp"]
+
+    # (MLflow's store made its assessments collection, empty, when asked for the traces)
+    viewed = mongo_docs(prod)
+    assert {c: d for c, d in viewed.items() if d} == {c: d for c, d in after.items() if d}
+    after = viewed
+    # again: everything is there already; nothing changes
+    again = run_cli(*args, "--report-json", tmp_path / "r2.json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert mongo_docs(prod) == after
+    merge = json.loads((tmp_path / "r2.json").read_text())["merge"]
+    assert merge["inserted"] == {} and merge["identical"]["run_metrics"] == 22
+
+    # prod changed the promoted run's tag: the conflict is listed, nothing written; skip keeps prod's,
+    # overwrite takes dev's
+    import pymongo
+    client = pymongo.MongoClient(prod)
+    db = client.get_default_database()
+    db.runs.update_one({"_id": ids["run"], "tags.k": "team"}, {"$set": {"tags.$.v": "prod-team"}})
+    client.close()
+    edited = mongo_docs(prod)
+    fail = run_cli(*args)
+    assert fail.returncode == 5, fail.stdout[-2000:] + fail.stderr[-2000:]
+    assert "1 documents differ" in fail.stderr and f"runs _id='{ids['run']}'" in fail.stderr
+    assert "prod-team" in fail.stderr and "nothing was written" in fail.stderr
+    assert mongo_docs(prod) == edited
+    skip = run_cli(*args, "--on-conflict", "skip")
+    assert skip.returncode == 0, skip.stderr[-2000:]
+    assert mongo_docs(prod) == edited
+    over = run_cli(*args, "--on-conflict", "overwrite")
+    assert over.returncode == 0, over.stderr[-2000:]
+    assert mongo_docs(prod) == after
 
 
 def test_clone_experiment_under_new_name(dev, pg_db, tmp_path):

@@ -42,6 +42,9 @@ class MongoEnd:
         self.index_results: list = []
         self.schema = None
         self.source_uri = ""
+        self.merger = None  # dbmigrate.mongo_merge.MongoMerge of a --merge
+        self.merge_fields: dict = {}  # collection -> _id -> fields merge_rows sets (a --merge compares them)
+        self.merge_inserted: dict[str, int] = {}
 
     # ------------------------------------------------------------------ connect and plan
     def needs_sql_source(self, source) -> bool:
@@ -53,9 +56,6 @@ class MongoEnd:
             raise ConfigError(f"A MongoDB target takes a SQL source (PostgreSQL, MySQL/MariaDB, SQLite); "
                               f"{report.source} is not one",
                               hint="restore it into a SQL database first, then copy that into MongoDB")
-        if self.cfg.merge:
-            raise ConfigError("--merge into a MongoDB target is not supported yet: merge into a SQL target, or "
-                              "copy a selection (--experiments/--runs/--models) into an empty MongoDB database")
         self.report = report
         server = self.writer.ping()
         self.schema = source.inspect()
@@ -75,6 +75,10 @@ class MongoEnd:
             self.capabilities = Capabilities(parallel_writers=self.capabilities.parallel_writers,
                                              unique_indexes_first=True, max_batch_rows=COSMOS_BATCH_DOCS,
                                              max_batch_bytes=COSMOS_BATCH_BYTES)
+        if self.cfg.merge:
+            self.capabilities = Capabilities(parallel_writers=1, max_batch_rows=self.capabilities.max_batch_rows,
+                                             max_batch_bytes=self.capabilities.max_batch_bytes)
+            self.parallel_limit_reason = "a merge compares each document with the target's as it goes"
 
     def plan_step(self) -> tuple:
         return ("plan and analyse the source (%s layout)", self.layout)
@@ -90,11 +94,77 @@ class MongoEnd:
         if report.blocking_problems:
             raise DataError("The source has values the target cannot hold: "
                             + "; ".join(p.replace("BLOCKING: ", "") for p in report.blocking_problems))
-        return {"source": report.source, "target": self.uri.masked, "layout": self.layout,
-                "skip_unmapped": cfg.skip_unmapped, "revision": schema.revision, "orphans": cfg.orphans}
+        if cfg.merge:
+            self.plan_merge(source, report)
+        setup = {"source": report.source, "target": self.uri.masked, "layout": self.layout,
+                 "skip_unmapped": cfg.skip_unmapped, "revision": schema.revision, "orphans": cfg.orphans}
+        options = {k: getattr(cfg, k) for k in ("experiments", "runs", "models", "since", "with_parents",
+                                                 "rewrite_artifact_uri", "merge", "on_conflict",
+                                                 "rename_experiment", "rename_model") if getattr(cfg, k)}
+        if options:  # a resume must select, rewrite and merge the same way
+            setup["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        return setup
+
+    # ------------------------------------------------------------------ --merge
+    def plan_merge(self, source, report: Report) -> None:
+        """--merge (dbmigrate.mongo_merge): experiment ids and model documents matched, every
+        document compared with the target's; the conflicts listed (and, under --on-conflict fail,
+        refused) before anything is written."""
+        from dbmigrate.mongo_merge import MongoMerge, compare_all
+        from dbmigrate.verification.mongo import _merge_updates
+        self.check_merge_target()
+        self.merger = merger = MongoMerge(self.plan_, self.writer.db, self.cfg.conflict_policy)
+        merger.prepare(source)
+        # the fields the logged-model metric step sets on metric documents belong to what is compared
+        self.merge_fields = _merge_updates(self.plan_, source, self.cfg)
+        compare_all(merger, source, self.cfg.batch_size, lambda cp: self.documents(source, cp))
+        report.merge = merger.summary()
+        report.remapped = {**report.remapped, **merger.remapped}
+        if self.cfg.conflict_policy == "fail":
+            merger.refuse(self.uri.masked)
+        merger.reset()  # the copy decides again, batch by batch, the same way
+
+    def check_merge_target(self) -> None:
+        """The target holds MLflow data in this run's layout (or nothing), at the source's revision
+        when a dbmigrate marker says which."""
+        from dbmigrate.errors import SchemaError
+        db = self.writer.db
+        names = set(db.list_collection_names())
+        marker = db[self.plan_.marker].find_one({"_id": "migration"}) if self.plan_.marker in names else None
+        found = (marker or {}).get("layout") or ("tables" if "alembic_version" in names else
+                                                 "mlflow-mongodb" if {"experiments", "runs"} & names else None)
+        if found and found != self.layout:
+            raise ConfigError(f"--merge: the target {self.uri.masked} holds the {found} layout; this run writes "
+                              f"{self.layout}", hint=f"add --layout {found}")
+        rev = (marker or {}).get("source_revision")
+        if rev and rev != self.schema.revision:
+            raise SchemaError(f"--merge: the target was made from MLflow schema revision {rev}, the source is at "
+                              f"{self.schema.revision}: documents can only be merged between equal revisions",
+                              hint="upgrade the older one (`mlflow db upgrade` on its SQL form) first")
+
+    def documents(self, source, cp):
+        """The documents the source makes for one collection, in batches (what a merge writes)."""
+        if cp.grouped:
+            reads = source.pages(cp.table, cp.columns, cp.key, self.cfg.batch_size)
+        else:
+            reads = source.stream(cp.table, cp.columns, self.cfg.batch_size)
+        for rows in reads:
+            yield self.with_merged_fields(cp, build_documents(cp, source, rows))
+
+    def with_merged_fields(self, cp, docs: list[dict]) -> list[dict]:
+        from dbmigrate.writers.mongo import _hashable
+        fields = self.merge_fields.get(cp.name)
+        if fields:
+            for d in docs:
+                upd = fields.get(_hashable(d["_id"]))
+                if upd:
+                    d.update(upd)
+        return docs
 
     # ------------------------------------------------------------------ checkpoint hooks
     def require_empty(self) -> None:
+        if self.merger is not None:
+            return  # --merge: a target that holds data (checked in plan_merge)
         self.writer.require_empty(self.plan_.target_names, self.plan_.marker)
 
     def prepare(self) -> None:
@@ -104,6 +174,8 @@ class MongoEnd:
         pass
 
     def clear_target(self) -> None:
+        if self.merger is not None:  # never drop a merge target's collections: the merge is planned
+            return                   # again and skips what an earlier run wrote
         dropped = self.writer.drop_collections(self.plan_.target_names + [self.plan_.marker])
         self.report.notes.append(f"restarted: dropped {len(dropped)} collections of the earlier run")
 
@@ -111,11 +183,13 @@ class MongoEnd:
     def parts(self, source, state, workers: int, report: Report) -> list[Part]:
         out = []
         for cp in self.plan_.collections:
+            if self.merger is not None and self.merger.skips(cp):
+                continue
             out += make_parts(source, cp.name, cp.table, self.counts.get(cp.table, 0), workers)
         return out
 
     def before_copy(self, state, resumed: bool, report: Report) -> None:
-        if self.cfg.dry_run:
+        if self.cfg.dry_run or self.merger is not None:  # (a merge leaves the target's marker alone)
             return
         if not resumed:
             self.writer.write_marker(self.plan_.marker, self.marker("running"))
@@ -146,6 +220,8 @@ class MongoEnd:
         return self.plan_.account_key(self._collection(part))
 
     def clear_part(self, part: Part) -> int:
+        if self.merger is not None:
+            return 0  # a merge deletes nothing: its rerun skips the documents already written
         cp = self._collection(part)
         field = cp.spec.get("part_field") or (part.part[0] if part.part else None)
         return self.writer.delete_part(cp.name, field, part.part)
@@ -162,10 +238,16 @@ class MongoEnd:
             reads = source.stream(cp.table, cp.columns, batch_size, part=part.part)
         res.accounts = accounts = Accounts()
         for rows in reads:
-            yield len(rows), build_documents(cp, source, rows, accounts)
+            docs = build_documents(cp, source, rows, accounts)
+            if self.merger is not None:
+                docs = self.merger.decide(cp, self.with_merged_fields(cp, docs))
+            yield len(rows), docs
 
-    def write(self, part: Part, docs: list[dict]) -> None:
-        self.writer.write(part.target, docs)
+    def write(self, part: Part, docs: list) -> None:
+        if self.merger is not None:  # docs: the merge's writes (dbmigrate.mongo_merge)
+            self.merger.apply(self.writer, part.target, docs, self.cfg.dry_run)
+        else:
+            self.writer.write(part.target, docs)
 
     def part_done(self, res: PartResult) -> None:
         res.accounts = {t: [a.rows, a.seconds, sorted(a.keys, key=repr)] for t, a in res.accounts.items()}
@@ -195,9 +277,11 @@ class MongoEnd:
     # ------------------------------------------------------------------ after the copy
     def after_copy(self, source, state) -> None:
         if not (state and state.step_done("merge")):
-            merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts)
+            self.merge_inserted = merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts)
             if state:
                 state.mark_step("merge")
+        if self.merger is not None:
+            self.report.merge = self.merger.summary()
 
     def finalize_step(self) -> tuple:
         return ("build %d indexes", sum(len(c.spec.get("indexes", [])) for c in self.plan_.collections))
@@ -206,6 +290,9 @@ class MongoEnd:
         n_indexes = sum(len(c.spec.get("indexes", [])) for c in self.plan_.collections)
         progress.start_step("indexes", n_indexes, "indexes")
         for cp in self.plan_.collections:
+            if self.merger is not None and (cp.name in self.merger.existing or self.merger.skips(cp)
+                                            or not self.merger.inserted[cp.name]):
+                continue  # --merge: the target's collections keep their indexes; none made for nothing
             self.index_results += self.writer.create_indexes(cp.name, cp.spec.get("indexes", []),
                                                              on_index=progress.step)
         progress.end_step()
@@ -220,11 +307,15 @@ class MongoEnd:
 
     def verify(self, source, progress, report: Report):
         from dbmigrate.verification.mongo import verify_mongo
+        if self.merger is not None:
+            from dbmigrate.mongo_merge import verify_merge
+            return verify_merge(self.merger, source, self.cfg.batch_size,
+                                lambda cp: self.documents(source, cp), self.merge_inserted)
         return verify_mongo(self.plan_, source, self.writer.db, self.cfg, self.counts, self.index_results,
                             progress=progress)
 
     def complete(self, report: Report, steps) -> None:
-        if not self.cfg.dry_run:
+        if not self.cfg.dry_run and self.merger is None:
             passed = None if report.verification is None else report.verification.passed
             self.writer.write_marker(self.plan_.marker, {**self.marker("complete"), "finished": _now(),
                                                          "verified": passed})
@@ -255,8 +346,10 @@ def merge_accounts(accounts: Accounts, res: PartResult, end: float | None = None
             a.end = max(a.end, end)
 
 
-def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts):
-    """Rows that belong on documents another table made (logged-model metrics on run metrics)."""
+def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts) -> dict[str, int]:
+    """Rows that belong on documents another table made (logged-model metrics on run metrics);
+    returns the documents inserted per collection (rows that matched no document)."""
+    added: dict[str, int] = {}
     for mp in plan.merges:
         t0 = time.perf_counter()
         merged = inserted = 0
@@ -285,6 +378,8 @@ def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts):
         acct.seconds += time.perf_counter() - t0
         log.info("  %-24s %10d rows of %s merged into existing documents, %d added", mp.collection,
                  merged, mp.table, inserted)
+        added[mp.collection] = added.get(mp.collection, 0) + inserted
+    return added
 
 
 def table_rows(plan: Plan, counts: dict, accounts: Accounts) -> list[TableRow]:

@@ -56,7 +56,9 @@ def make_dev(uri: str) -> dict:
     return ids
 
 
-def make_prod(uri: str) -> dict:
+def make_prod(uri: str, with_clf: bool = False) -> dict:
+    """prod-exp with one run and prod-model; `with_clf`: also a registered model "clf" of prod's
+    own (version 1, alias "stable"), which a promotion of dev's clf is merged into."""
     import mlflow
     from mlflow import MlflowClient
     mlflow.set_tracking_uri(uri)
@@ -67,6 +69,10 @@ def make_prod(uri: str) -> dict:
         mlflow.log_param("lr", "0.1")
     c.create_registered_model("prod-model")
     c.create_model_version("prod-model", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    if with_clf:
+        c.create_registered_model("clf", tags={"owner": "prod"})
+        c.create_model_version("clf", f"runs:/{run.info.run_id}/clf", run_id=run.info.run_id)
+        c.set_registered_model_alias("clf", "stable", "1")
     return {"experiment": exp_id, "run": run.info.run_id}
 
 
@@ -90,6 +96,8 @@ def view(uri: str, model: str, alias: str) -> dict:
         lm = c.get_logged_model(v.model_id)
         out["logged_model"] = {"id": lm.model_id, "source_run_id": lm.source_run_id, "params": lm.params,
                                "artifact_location": lm.artifact_location}
+    out["versions"] = sorted((int(m.version), m.run_id) for m in c.search_model_versions(f"name = '{model}'"))
+    out["aliases"] = dict(sorted(c.get_registered_model(model).aliases.items()))
     out["inputs"] = sorted(d.dataset.name for d in run.inputs.dataset_inputs)
     out["traces"] = len(mlflow.search_traces(locations=[run.info.experiment_id], run_id=v.run_id,
                                              return_type="list"))
@@ -101,4 +109,4 @@ if __name__ == "__main__":
     if what == "view":
         print("IDS=" + json.dumps(view(uri, sys.argv[3], sys.argv[4]), default=str))
     else:
-        print("IDS=" + json.dumps(make_dev(uri) if what == "dev" else make_prod(uri)))
+        print("IDS=" + json.dumps(make_dev(uri) if what == "dev" else make_prod(uri, "with-clf" in sys.argv[3:])))
