@@ -61,6 +61,9 @@ def check(cfg, src_uri, dst_uri) -> None:
             f"is a {'SQLite file' if dst_uri.kind == 'sqlite' else 'Parquet directory'} on this machine, "
             "which the cluster's workers cannot write",
             hint="leave out --executor dask")
+    if cfg.merge and dst_uri.kind == "mongodb":
+        raise ConfigError("--merge into MongoDB runs in this process (each document is compared with the target's "
+                          "as it goes); it does not run on a Dask cluster", hint="leave out --executor dask")
 
 
 def open_executor(cfg):

@@ -235,6 +235,31 @@ def test_promote_postgres_to_live_mongodb(dev, mongo_db, tmp_path):
     assert mongo_docs(prod) == after
 
 
+def test_merge_into_mongodb_tables_layout_equals_the_sql_merge(dev, prod, pg_db, mongo_db, tmp_path):
+    """The same promotion merged into prod's copy in the lossless `tables` layout and into prod
+    itself (PostgreSQL, the SQL merge): read back into PostgreSQL, the two are equal row for row,
+    dev's experiment 1 moved to 2 in both (prod's prod-exp holds id 1)."""
+    dev_uri, _ = dev
+    prod_uri, _ = prod
+    mongo = mongo_db("dbm_prodt")
+    common = ["--no-progress", "--state-dir", tmp_path / "st"]
+    res = run_cli("migrate", "--source", prod_uri, "--target", mongo, "--layout", "tables", *common)
+    assert res.returncode == 0, res.stderr[-2000:]
+    promote = ["--models", "clf@champion", "--merge", *common]
+    res = run_cli("migrate", "--source", dev_uri, "--target", mongo, "--layout", "tables", *promote,
+                  "--report-json", tmp_path / "m.json")
+    assert res.returncode == 0, "\n".join(ln for ln in (res.stdout + res.stderr).splitlines() if " ok " not in ln)[-4000:]
+    merge = json.loads((tmp_path / "m.json").read_text())["merge"]
+    assert merge["remapped_experiments"] == {"1": 2} and merge["conflicts"] == []
+    assert merge["inserted"]["runs"] == 1 and merge["inserted"]["metrics"] == 22
+    res = run_cli("migrate", "--source", dev_uri, "--target", prod_uri, *promote)
+    assert res.returncode == 0, res.stderr[-2000:]
+    back = pg_db("dbm_back")
+    res = run_cli("migrate", "--source", mongo, "--target", back, *common)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert pg_rows(back) == pg_rows(prod_uri)
+
+
 def test_clone_experiment_under_new_name(dev, pg_db, tmp_path):
     dev_uri, ids = dev
     target = pg_db("dbm_clone")
