@@ -138,7 +138,7 @@ class MongoMerge:
             if not diffs:
                 self.identical[cp.name] += 1
                 continue
-            self.conflict(cp, got, diffs[0] + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
+            self.conflict(cp, got, diffs[0] + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""), d)
             if self.policy == "overwrite":
                 ops.append(("replace", got["_id"], {**d, "_id": got["_id"]}))
                 self.overwritten[cp.name] += 1
@@ -146,9 +146,14 @@ class MongoMerge:
                 self.skipped[cp.name] += 1
         return ops
 
-    def conflict(self, cp, got: dict, what: str) -> None:
+    def conflict(self, cp, got: dict, what: str, doc: dict | None = None) -> None:
         what = what.replace("source ", "the source has ").replace(", target ", ", the target ")
-        self.conflicts.append(f"{cp.name} _id={show(got['_id'])}: {what}")
+        where = f"{cp.name} _id={show(got['_id'])}"
+        if cp.spec["name"] == "model_versions" and doc is not None:  # name the version the way MLflow does
+            model = next((n for n, i in self.merged_models.items() if i == str(got.get("registered_model_id"))), None)
+            where += (f" (model {model!r} version {doc.get('version')}: the target holds this number with other "
+                      "content; a version is never renumbered)") if model else ""
+        self.conflicts.append(f"{where}: {what}")
 
     def lookup(self, cp, docs: list[dict]) -> dict:
         """id(doc) -> the target's document of the same identity, or None."""

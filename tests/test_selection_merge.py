@@ -234,6 +234,13 @@ def test_promote_postgres_to_live_mongodb(dev, mongo_db, tmp_path):
     assert over.returncode == 0, over.stderr[-2000:]
     assert mongo_docs(prod) == after
 
+    # dev's clf version 1 (alias old) has a number prod's clf holds with other content: a conflict
+    # named by its model and number, never renumbered; nothing written
+    clash = run_cli(*args[:6], "clf@old", *args[7:])
+    assert clash.returncode == 5, clash.stdout[-2000:] + clash.stderr[-2000:]
+    assert "1 documents differ" in clash.stderr and "(model 'clf' version 1: the target holds this number" in clash.stderr
+    assert mongo_docs(prod) == after
+
 
 def test_merge_into_mongodb_tables_layout_equals_the_sql_merge(dev, prod, pg_db, mongo_db, tmp_path):
     """The same promotion merged into prod's copy in the lossless `tables` layout and into prod
