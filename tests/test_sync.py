@@ -10,12 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import psycopg2
 import pytest
 
 from tests.conftest import ROOT, _populate, generated_pg_source, run_cli
 from tests.support import servers
+from tests.support.table_rows import pg_rows
 
 CHANGE = r'''
 import json, sys, warnings
@@ -161,3 +163,91 @@ def test_sync_of_a_1_percent_change_recopies_only_those_ranges(big, pg_db, tmp_p
     assert m["rows_read"] < total / 5  # only the differing ranges were read
     assert report["tables"]["runs"]["updated"] == 20
     _verify_full(big, dst)
+
+
+def _ticks(path) -> list[tuple[int, float]]:
+    out = []
+    for ln in path.read_text().splitlines():
+        if ln.startswith("TICK "):
+            _, n, t = ln.split()
+            out.append((int(n), float(t)))
+    return out
+
+
+def _wait_ticks(path, writer, n: int, timeout: float = 180.0) -> list[tuple[int, float]]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ticks = _ticks(path)
+        if len(ticks) >= n:
+            return ticks
+        assert writer.poll() is None, f"the MLflow writer stopped: {path.read_text()[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"the MLflow writer made fewer than {n} ticks in {timeout} s")
+
+
+def test_sync_after_mlflow_logged_more_while_the_first_copy_ran(pg_db, tmp_path):
+    """The cut-over of issue 14: MLflow's client keeps logging into the source (new runs with metrics,
+    params and tags, a training run's next steps, ended runs, a changed tag, new model versions and a
+    moved alias; tests/support/live_writer.py) from before `migrate` starts until after it ended. The
+    migrate copies its snapshot and verifies against it; the writer stops; `sync` brings the target
+    to the source's state, every table equal row by row, and its counts are exactly the difference."""
+    src, dst = pg_db("dbm_sync_live"), pg_db("dbm_sync_livedst")
+    ids = _populate(src)
+    stop, out = tmp_path / "stop", tmp_path / "writer.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+    with open(out, "w") as f:
+        writer = subprocess.Popen([sys.executable, "-m", "tests.support.live_writer", servers.mlflow_uri(src),
+                                   json.dumps(ids), str(stop)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_ticks(out, writer, 2)  # writing before the copy starts
+        before = {t: len(r) for t, r in pg_rows(src).items()}
+        t0 = time.time()
+        res = run_cli("migrate", "--source", src, "--target", dst, "--no-progress", "--verify", "full",
+                      "--state-dir", tmp_path / "st", "--report-json", tmp_path / "m.json")
+        t1 = time.time()
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        during = [n for n, t in _ticks(out) if t0 < t < t1]
+        _wait_ticks(out, writer, len([1 for _, t in _ticks(out) if t < t1]) + 2)  # still writing after it
+    finally:
+        stop.touch()
+        writer.wait(timeout=180)
+    assert writer.returncode == 0, out.read_text()[-3000:]
+    migrated = json.loads((tmp_path / "m.json").read_text())
+    assert migrated["status"] == "SUCCESS" and migrated["verification"]["level"] == "full"
+    copied = {r["table"]: r["migrated"] for r in migrated["tables"]}
+    src_rows, dst_rows = pg_rows(src), pg_rows(dst)
+    assert {t: len(r) for t, r in dst_rows.items() if t in copied} == copied  # the target is the snapshot
+    # the writer wrote while the copy ran, and the snapshot missed what it wrote afterwards
+    assert during, f"no MLflow write between the copy's start and end ({t1 - t0:.1f} s): {_ticks(out)}"
+    for t in ("runs", "metrics", "params", "tags", "latest_metrics", "model_versions"):
+        assert before[t] <= copied[t] < len(src_rows[t]), (t, before[t], copied[t], len(src_rows[t]))
+
+    report = _sync(src, dst, tmp_path)
+    tables = report["tables"]
+    print("LIVE-SYNC", f"copy {t1 - t0:.1f} s, ticks during it {during}, of {len(_ticks(out))};",
+          {t: (before[t], copied[t], len(src_rows[t])) for t in ("runs", "metrics", "model_versions")},
+          {t: {k: e[k] for k in ("differing", "compared", "inserted", "updated", "deleted")}
+           for t, e in tables.items() if e["differing"]})
+    for t, rows in src_rows.items():
+        if t == "alembic_version" or t not in tables:
+            continue
+        e = tables[t]  # sync's counts are exactly the rows that differed
+        assert (e["inserted"] + e["updated"], e["deleted"] + e["updated"]) == \
+            (len(rows - dst_rows[t]), len(dst_rows[t] - rows)), (t, e)
+    assert set(src_rows) - set(tables) <= {"alembic_version"}
+    assert tables["runs"]["inserted"] == len(src_rows["runs"]) - copied["runs"]
+    assert tables["runs"]["updated"] >= 2  # the trainer ended, the first short run deleted
+    assert tables["metrics"]["inserted"] == len(src_rows["metrics"]) - copied["metrics"]
+    assert tables["latest_metrics"]["updated"] >= 1 and tables["tags"]["updated"] >= 1
+    assert tables["model_versions"]["inserted"] >= 1 and tables["registered_model_aliases"]["updated"] == 1
+    assert report["rows_deleted"] == 0 and report["ranges_differing"] < report["ranges_compared"]
+    after = pg_rows(dst)
+    for t, rows in src_rows.items():
+        assert after.get(t) == rows, t
+    assert pg_rows(src) == src_rows  # the writer had stopped: the source is what sync compared
+
+    again = _sync(src, dst, tmp_path, "s2.json")
+    assert again["ranges_differing"] == 0
+    assert again["rows_inserted"] == again["rows_deleted"] == again["rows_updated"] == 0
+    assert pg_rows(dst) == after
