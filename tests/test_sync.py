@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, _populate, generated_pg_source, run_cli
 from tests.support import servers
-from tests.support.table_rows import pg_rows
+from tests.support.table_rows import canonical_rows, pg_rows
 
 CHANGE = r'''
 import json, sys, warnings
@@ -251,3 +251,70 @@ def test_sync_after_mlflow_logged_more_while_the_first_copy_ran(pg_db, tmp_path)
     assert again["ranges_differing"] == 0
     assert again["rows_inserted"] == again["rows_deleted"] == again["rows_updated"] == 0
     assert pg_rows(dst) == after
+
+
+def _mlflow_writes(uri: str, ids: dict, ticks: int, tmp_path) -> dict:
+    """tests/support/live_writer.py for a fixed number of ticks: new runs, metrics, params and tags,
+    ended and deleted runs, a changed tag, new model versions, a moved alias."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+    res = subprocess.run([sys.executable, "-m", "tests.support.live_writer", servers.mlflow_uri(uri), json.dumps(ids),
+                          str(tmp_path / "no-stop"), str(ticks)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("OUT="))[4:])
+
+
+def _same_rows(a: str, b: str) -> dict:
+    """Every MLflow table of `a` and `b` holds the same rows (dbmigrate's canonical values, so across
+    engines); returns the row counts."""
+    ra, rb = canonical_rows(a), canonical_rows(b)
+    assert set(ra) == set(rb)
+    for t in ra:
+        assert ra[t] == rb[t], (t, len(ra[t]), len(rb[t]), list((ra[t] - rb[t]).items())[:3],
+                                list((rb[t] - ra[t]).items())[:3])
+    return {t: sum(r.values()) for t, r in ra.items()}
+
+
+def _changed(report: dict, ticks: int) -> None:
+    """What tests/support/live_writer.py did in `ticks` ticks and its end, on a source it had not
+    written before, is what sync wrote."""
+    t = report["tables"]
+    assert (t["runs"]["inserted"], t["runs"]["updated"]) == (ticks + 1, 1)  # + the trainer; the child ended
+    assert (t["metrics"]["inserted"], t["metrics"]["updated"]) == (ticks * 11 + 1, 0)
+    assert (t["latest_metrics"]["inserted"], t["latest_metrics"]["updated"]) == (ticks * 2 + 1, 1)
+    assert t["params"]["inserted"] == ticks * 2
+    # mlflow.runName, writer, tick of each short run; the trainer's mlflow.runName; progress; owner changed
+    assert (t["tags"]["inserted"], t["tags"]["updated"]) == (ticks * 3 + 2, 1)
+    assert t["model_versions"]["inserted"] == (ticks + 2) // 3 + 1
+    assert t["registered_model_aliases"]["inserted"] == 1 and t["registered_models"]["updated"] == 1
+    assert report["rows_deleted"] == 0
+
+
+def test_sync_between_postgresql_and_mariadb_after_mlflow_changes(pg_db, sql_db, tmp_path):
+    """PostgreSQL -> MariaDB and MariaDB -> PostgreSQL: MLflow's client changes the PostgreSQL source,
+    sync carries it into MariaDB; then MLflow's client changes that MariaDB database, and sync
+    carries both changes on into a PostgreSQL database migrated from it. Each target ends equal to
+    its source, every table row by row; a second sync changes nothing."""
+    src, maria, back = pg_db("dbm_sync_src"), sql_db("mysql", "dbm_sync_maria"), pg_db("dbm_sync_back")
+    ids = _populate(src)
+    for a, b in ((src, maria), (maria, back)):
+        res = run_cli("migrate", "--source", a, "--target", b, "--no-progress", "--verify", "counts",
+                      "--state-dir", tmp_path / "st")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    _mlflow_writes(src, ids, 4, tmp_path)
+    report = _sync(src, maria, tmp_path, "pm.json")
+    assert report["tables"]["metrics"]["checksum"] == "dbmigrate"
+    _changed(report, 4)
+    counts = _same_rows(src, maria)
+    assert _sync(src, maria, tmp_path, "pm2.json")["ranges_differing"] == 0
+
+    _mlflow_writes(maria, ids, 3, tmp_path)  # MLflow on the MariaDB database
+    report = _sync(maria, back, tmp_path, "mp.json")
+    t = report["tables"]
+    assert t["runs"]["inserted"] == (4 + 1) + (3 + 1) and t["metrics"]["inserted"] == (4 + 3) * 11 + 2
+    assert t["runs"]["updated"] == 1 and t["model_versions"]["checksum"] == "dbmigrate"
+    assert _same_rows(maria, back)["runs"] == counts["runs"] + 3 + 1
+    again = _sync(maria, back, tmp_path, "mp2.json")
+    assert again["ranges_differing"] == 0 and again["rows_inserted"] == again["rows_updated"] == 0
