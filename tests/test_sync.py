@@ -7,6 +7,7 @@ changed were recopied."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def test_sync_of_a_1_percent_change_recopies_only_those_ranges(big, pg_db, tmp_p
     report = _sync(big, dst, tmp_path)
     m = report["tables"]["metrics"]
     print("SYNC-FIGURES", json.dumps({k: report[k] for k in report if k != "tables"}), json.dumps(m))
-    assert m["checksum"] == "server md5"
+    assert m["checksum"] == "server" and report["server_hash"] == "hashtextextended"
     assert m["inserted"] == 20 and m["deleted"] == m["updated"] == 0
     assert 0 < m["differing"] <= 20 and m["compared"] >= 200
     assert m["rows_read"] < total / 5  # only the differing ranges were read
@@ -291,30 +292,86 @@ def _changed(report: dict, ticks: int) -> None:
     assert report["rows_deleted"] == 0
 
 
+def _mysql(uri: str, *statements) -> list:
+    import pymysql
+    from urllib.parse import urlparse
+    u = urlparse(uri)
+    conn = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username, password=u.password or "",
+                           database=u.path.lstrip("/"), charset="utf8mb4")
+    try:
+        out = []
+        with conn.cursor() as cur:
+            for st in statements:
+                cur.execute(*st) if isinstance(st, tuple) else cur.execute(st)
+                out.append(cur.fetchall())
+        conn.commit()
+        return out
+    finally:
+        conn.close()
+
+
 def test_sync_between_postgresql_and_mariadb_after_mlflow_changes(pg_db, sql_db, tmp_path):
-    """PostgreSQL -> MariaDB and MariaDB -> PostgreSQL: MLflow's client changes the PostgreSQL source,
-    sync carries it into MariaDB; then MLflow's client changes that MariaDB database, and sync
-    carries both changes on into a PostgreSQL database migrated from it. Each target ends equal to
-    its source, every table row by row; a second sync changes nothing."""
-    src, maria, back = pg_db("dbm_sync_src"), sql_db("mysql", "dbm_sync_maria"), pg_db("dbm_sync_back")
+    """PostgreSQL -> MariaDB, then MariaDB -> PostgreSQL and MariaDB -> MariaDB: MLflow's client
+    changes the PostgreSQL source and sync carries it into MariaDB; then MLflow's client changes
+    that MariaDB database and sync carries both changes on into a PostgreSQL and a MariaDB database
+    migrated from it. MariaDB -> MariaDB uses the servers' checksums, the others dbmigrate's: both
+    find exactly the same rows. Then edits the servers' checksums must see on their own: a metric
+    value one ulp away, a name whose case changed, a tag that is the string 'NULL' where the
+    targets hold NULL. Each target ends equal to its source, every table row by row; a second
+    sync changes nothing."""
+    src, maria = pg_db("dbm_sync_src"), sql_db("mysql", "dbm_sync_maria")
+    back, maria2 = pg_db("dbm_sync_back"), sql_db("mysql", "dbm_sync_maria2")
     ids = _populate(src)
-    for a, b in ((src, maria), (maria, back)):
+    for a, b in ((src, maria), (maria, back), (maria, maria2)):
         res = run_cli("migrate", "--source", a, "--target", b, "--no-progress", "--verify", "counts",
                       "--state-dir", tmp_path / "st")
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # the servers' checksums see no difference where the migration made none (NaN, infinities, -0.0,
+    # long and non-ASCII text of MLflow's data)
+    nothing = _sync(maria, maria2, tmp_path, "mm0.json")
+    assert nothing["ranges_differing"] == 0
+    assert {e["checksum"] for e in nothing["tables"].values()} == {"server"}
 
     _mlflow_writes(src, ids, 4, tmp_path)
     report = _sync(src, maria, tmp_path, "pm.json")
     assert report["tables"]["metrics"]["checksum"] == "dbmigrate"
     _changed(report, 4)
     counts = _same_rows(src, maria)
-    assert _sync(src, maria, tmp_path, "pm2.json")["ranges_differing"] == 0
 
     _mlflow_writes(maria, ids, 3, tmp_path)  # MLflow on the MariaDB database
-    report = _sync(maria, back, tmp_path, "mp.json")
-    t = report["tables"]
-    assert t["runs"]["inserted"] == (4 + 1) + (3 + 1) and t["metrics"]["inserted"] == (4 + 3) * 11 + 2
-    assert t["runs"]["updated"] == 1 and t["model_versions"]["checksum"] == "dbmigrate"
-    assert _same_rows(maria, back)["runs"] == counts["runs"] + 3 + 1
-    again = _sync(maria, back, tmp_path, "mp2.json")
-    assert again["ranges_differing"] == 0 and again["rows_inserted"] == again["rows_updated"] == 0
+    reports = {}
+    for name, dst in (("back", back), ("maria2", maria2)):
+        reports[name] = report = _sync(maria, dst, tmp_path, f"{name}.json")
+        t = report["tables"]
+        assert t["runs"]["inserted"] == (4 + 1) + (3 + 1) and t["metrics"]["inserted"] == (4 + 3) * 11 + 2
+        assert t["runs"]["updated"] == 1  # the child run, ended again
+        assert _same_rows(maria, dst)["runs"] == counts["runs"] + 3 + 1
+    assert {e["checksum"] for e in reports["maria2"]["tables"].values()} == {"server"}
+    assert reports["back"]["tables"]["metrics"]["checksum"] == "dbmigrate"
+    changed = {n: {t: (e["inserted"], e["updated"], e["deleted"]) for t, e in r["tables"].items()}
+               for n, r in reports.items()}
+    assert changed["maria2"] == changed["back"]  # the servers' checksums miss nothing dbmigrate's see
+
+    # changes a checksum of the values' text could miss: one ulp, a name's case, NULL against 'NULL'
+    parent = ids["runs"]["parent"]
+    (key, value), = _mysql(maria, ("SELECT `key`, value FROM latest_metrics WHERE run_uuid = %s AND value > 0.1 "
+                                   "ORDER BY `key` LIMIT 1", (parent,)))[0]
+    _mysql(maria, ("UPDATE latest_metrics SET value = %s WHERE run_uuid = %s AND `key` = %s",
+                   (math.nextafter(value, math.inf), parent, key)),
+           ("UPDATE experiments SET name = 'EXP-B' WHERE name = 'exp-b'"),
+           ("UPDATE tags SET value = 'NULL' WHERE run_uuid = %s AND `key` = 'emoji'", (parent,)))
+    _mysql(maria2, ("UPDATE tags SET value = NULL WHERE run_uuid = %s AND `key` = 'emoji'", (parent,)))
+    conn = psycopg2.connect(back)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE tags SET value = NULL WHERE run_uuid = %s AND key = 'emoji'", (parent,))
+    conn.close()
+    for name, dst in (("back", back), ("maria2", maria2)):
+        report = _sync(maria, dst, tmp_path, f"{name}-edits.json")
+        assert {t: (e["differing"], e["updated"]) for t, e in report["tables"].items() if e["differing"]} == \
+            {"latest_metrics": (1, 1), "experiments": (1, 1), "tags": (1, 1)}, name
+        assert report["rows_inserted"] == report["rows_deleted"] == 0
+        _same_rows(maria, dst)
+        again = _sync(maria, dst, tmp_path, f"{name}2.json")
+        assert again["ranges_differing"] == 0 and again["rows_inserted"] == again["rows_updated"] == 0
+    assert _mysql(maria2, ("SELECT value FROM tags WHERE run_uuid = %s AND `key` = 'emoji'", (parent,)))[0] \
+        == (("NULL",),)
