@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-db", action="store_true", help="use bench_sync_<scale>_base if its counts fit")
     ap.add_argument("--pg-admin", default=ADMIN_URI)
     ap.add_argument("--mysql-admin", default=MYSQL_ADMIN_URI)
+    ap.add_argument("--drop-base", action="store_true", help="drop bench_sync_<scale>_base at the end (tests)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             mysql_exec(args.mysql_admin, f"DROP DATABASE IF EXISTS `{dst.rsplit('/', 1)[1]}`")
     drop_database(args.pg_admin, name)
+    if args.drop_base:
+        drop_database(args.pg_admin, base)
     doc = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t_all, 1),
            "scale": scale, "command": "python -m benchmarks.sync " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": machine_info(args.pg_admin, None), "loadavg_before": load_before, "loadavg_after": loadavg(),
@@ -340,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stamp}-sync-{scale}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     md = render(doc) + ("\n## Failures\n\n" + "\n".join(f"- {f}" for f in failures) + "\n" if failures else "")
     (out / f"{stamp}-sync-{scale}.md").write_text(md)
-    (out / "latest-sync.md").write_text(md)
+    if not args.drop_base:  # a test's run leaves the figures of real runs alone
+        (out / "latest-sync.md").write_text(md)
     print(md)
     return 1 if failures else 0
 
