@@ -11,8 +11,10 @@ One run:
    (kept; ``--reuse-db`` uses it again after checking its row counts) and cloned for the run
    (``CREATE DATABASE ... TEMPLATE``) into ``bench_sync_<scale>``, which the run changes.
 2. Full copy: ``dbmigrate migrate --verify none`` into a new database on each target
-   (``pg``: PostgreSQL on the same server, ``mysql``: MySQL/MariaDB, utf8mb4_bin), timed around
-   the process (peak RSS of its process tree sampled as in benchmarks/run.py).
+   (``pg``: PostgreSQL on the same server, ``mysql``: MySQL/MariaDB, utf8mb4_bin; ``mysql-mysql``:
+   MySQL/MariaDB copied from the ``mysql`` target, which its own sync later brings to the changed
+   source, so that pair measures MySQL/MariaDB -> MySQL/MariaDB), timed around the process (peak
+   RSS of its process tree sampled as in benchmarks/run.py).
 3. The change, in one transaction on the source, what MLflow would do on a busy server
    (``--change`` of the runs, default 1 %, and as many new metric rows as that fraction of the
    metrics table): each changed run ends (status FINISHED, a new end_time), logs the next steps of
@@ -211,8 +213,11 @@ def render(doc: dict) -> str:
               "| target | full migrate s | sync s | speed-up | 2nd sync s (no change) | ranges compared | ranges recopied "
               "| rows read | rows written (ins/upd/del) | peak RSS migrate / sync MB | target equals source |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    pairs = {"pg": "PostgreSQL -> PostgreSQL", "mysql": "PostgreSQL -> MySQL/MariaDB",
+             "mysql-mysql": "MySQL/MariaDB -> MySQL/MariaDB"}
     for r in doc["results"]:
-        lines.append(f"| {r['target']} | {r['full_migrate_seconds']:.1f} | {r['sync_seconds']:.1f} | {r['speedup']}x | "
+        lines.append(f"| {r['target']} ({pairs.get(r['target'], '')}) | {r['full_migrate_seconds']:.1f} | "
+                     f"{r['sync_seconds']:.1f} | {r['speedup']}x | "
                      f"{r['second_sync_seconds']:.1f} | {r['ranges_compared']:,} | {r['ranges_recopied']:,} | "
                      f"{r['rows_read']:,} | {r['rows_written']:,} ({r['rows_inserted']:,}/{r['rows_updated']:,}/"
                      f"{r['rows_deleted']:,}) | {r['peak_rss_full_mb']:.0f} / {r['peak_rss_sync_mb']:.0f} | "
@@ -236,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--metrics", type=int, default=1_000_000)
     ap.add_argument("--change", type=float, default=0.01, help="fraction of the runs changed (default 0.01)")
-    ap.add_argument("--targets", default="pg", help="comma-separated: pg, mysql (default pg)")
+    ap.add_argument("--targets", default="pg",
+                    help="comma-separated: pg, mysql, mysql-mysql (MariaDB -> MariaDB from the mysql target; "
+                         "default pg)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--reuse-db", action="store_true", help="use bench_sync_<scale>_base if its counts fit")
     ap.add_argument("--pg-admin", default=ADMIN_URI)
@@ -268,23 +275,29 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     targets, failures = {}, []
     for kind in args.targets.split(","):
-        tname = f"bench_sync_{scale}_{kind}"
+        tname = f"bench_sync_{scale}_{kind}".replace("-", "_")
         if kind == "pg":
             drop_database(args.pg_admin, tname)
             pg_exec(args.pg_admin, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(tname)))
             targets[kind] = pg_dsn(args.pg_admin, tname)
-        elif kind == "mysql":
+        elif kind in ("mysql", "mysql-mysql"):
+            if kind == "mysql-mysql" and "mysql" not in targets:
+                raise SystemExit("mysql-mysql syncs from the mysql target: list mysql before it")
             mysql_exec(args.mysql_admin, f"DROP DATABASE IF EXISTS `{tname}`")
             mysql_exec(args.mysql_admin, f"CREATE DATABASE `{tname}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             targets[kind] = args.mysql_admin.rstrip("/") + "/" + tname
         else:
-            raise SystemExit(f"unknown target {kind!r} (pg, mysql)")
+            raise SystemExit(f"unknown target {kind!r} (pg, mysql, mysql-mysql)")
+    # mysql-mysql: MySQL/MariaDB -> MySQL/MariaDB, from the mysql target (which its own sync brings to
+    # the changed source before this pair's sync runs)
+    sources = {kind: targets["mysql"] if kind == "mysql-mysql" else src for kind in targets}
     load_before = loadavg()
     fulls = {}
     for kind, dst in targets.items():
         log(f"full migrate -> {kind}")
-        fulls[kind] = run_timed(f"migrate-{kind}", ["migrate", "--source", src, "--target", dst, "--verify", "none",
-                                                    "--state-dir", str(workdir / f"state-{kind}")], workdir, args.timeout)
+        fulls[kind] = run_timed(f"migrate-{kind}", ["migrate", "--source", sources[kind], "--target", dst,
+                                                    "--verify", "none", "--state-dir", str(workdir / f"state-{kind}")],
+                                workdir, args.timeout)
         if fulls[kind]["exit_code"] != 0:
             failures.append(f"migrate -> {kind}: exit {fulls[kind]['exit_code']}")
     log(f"change: {args.change:.1%} of the runs")
@@ -295,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         if fulls[kind]["exit_code"] != 0:
             continue
         log(f"sync -> {kind}")
-        s = run_timed(f"sync-{kind}", ["sync", "--source", src, "--target", dst], workdir, args.timeout)
-        again = run_timed(f"sync2-{kind}", ["sync", "--source", src, "--target", dst], workdir, args.timeout)
+        s = run_timed(f"sync-{kind}", ["sync", "--source", sources[kind], "--target", dst], workdir, args.timeout)
+        again = run_timed(f"sync2-{kind}", ["sync", "--source", sources[kind], "--target", dst], workdir,
+                          args.timeout)
         if s["exit_code"] != 0 or again["exit_code"] != 0:
             failures.append(f"sync -> {kind}: exit {s['exit_code']} / {again['exit_code']}")
             continue
@@ -307,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             bad = [t for t in tables if a[t] != b.get(t)]
             r["check"] = "yes (md5 of every table's rows)" if not bad else f"NO: {', '.join(bad)}"
         else:
-            v = run_timed(f"verify-{kind}", ["verify", "--source", src, "--target", dst, "--verify", "full"],
+            v = run_timed(f"verify-{kind}", ["verify", "--source", sources[kind], "--target", dst, "--verify", "full"],
                           workdir, args.timeout)
             bad = v["exit_code"] != 0
             r["check"] = "yes (dbmigrate verify --verify full)" if not bad else "NO: verify failed"
@@ -333,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.drop_base:
         drop_database(args.pg_admin, base)
     doc = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t_all, 1),
-           "scale": scale, "command": "python -m benchmarks.sync " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "scale": scale,
+           "command": "python -m benchmarks.sync " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": machine_info(args.pg_admin, None), "loadavg_before": load_before, "loadavg_after": loadavg(),
            "source_database": f"{name} (a copy of {base})", "source_counts": counts, "source_rows": source_rows,
            "change_fraction": args.change, "change": change, "results": results, "failures": failures}
