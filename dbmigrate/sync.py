@@ -297,9 +297,10 @@ def _run(cfg: Config, src_uri, dst_uri, report: Report) -> None:
                        "rows_inserted": sum(e["inserted"] for e in per.values()),
                        "write_seconds": round(time.perf_counter() - t2, 3)}
         sy = report.sync
+        how = f"the servers' {server}" if server else "dbmigrate's"
         report.notes.append(f"sync: {sy['ranges_differing']} of {sy['ranges_compared']} key ranges differed; rows "
                             f"deleted {sy['rows_deleted']}, updated {sy['rows_updated']}, inserted "
-                            f"{sy['rows_inserted']} (one transaction)")
+                            f"{sy['rows_inserted']} (one transaction; range checksums: {how})")
     finally:
         if target is not None:
             target.close()
