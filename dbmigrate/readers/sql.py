@@ -506,11 +506,10 @@ class SqlSource:
         `part` limits them to one key range."""
         key = list(key)
         chunks = self.selection_chunks(table)
-        if chunks is not None:  # a selection: the pages of each batch of selected keys in turn
-            for scond, sparams in chunks:
+        with quiet_gc():
+            for scond, sparams in [("", ())] if chunks is None else chunks:
+                # with a selection: the pages of each batch of selected keys in turn
                 yield from self._pages(table, columns, key, batch_size, after, part, scond, sparams)
-            return
-        yield from self._pages(table, columns, key, batch_size, after, part, "", ())
 
     def _pages(self, table, columns, key, batch_size, after, part, scond, sparams):
         pcond, pparams = self.part_condition(part, table)
