@@ -650,11 +650,20 @@ class SqlWriter:
         cur.close()
         return done
 
-    def analyze(self) -> None:
+    def analyze(self, tables: list[str] | None = None) -> None:
+        """Refresh the planner's statistics. PostgreSQL: of `tables` only, when given (a bare
+        ANALYZE also walks every system catalog: ~0.6 s of a ~300-row migration, against ~0.2 s
+        for its 65 tables); none when `tables` is empty."""
         conn = self.connect()
+        if self.dialect == "postgresql" and tables is not None:
+            if not tables:
+                return
+            sql = "ANALYZE " + ", ".join(self.q(t) for t in tables)
+        else:
+            sql = "ANALYZE"
         cur = conn.cursor()
         try:
-            cur.execute("ANALYZE")
+            cur.execute(sql)
             conn.commit()
         except Exception:  # noqa: BLE001 - statistics are an optimisation only
             conn.rollback()
@@ -742,7 +751,7 @@ class SqlWriter:
         already committed. Returns {table: {"rows": rows in the table, "inserted": n, ...}}."""
         written = sorted(self._protocol()["written"])
         done = self.advance_sequences(written)
-        self.analyze()
+        self.analyze(written)
         out = {}
         cur = self.connect().cursor()
         try:
