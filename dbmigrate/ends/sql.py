@@ -298,7 +298,7 @@ class SqlEnd:
         order = sorted(range(len(columns)), key=lambda i: columns[i])
         encode = self.overlap_writes
         for rows in reads:
-            cols = list(zip(*rows)) if rows else [()] * len(columns)
+            cols = getattr(rows, "cols", None) or (list(zip(*rows)) if rows else [()] * len(columns))
             types = [set(map(type, c)) for c in cols]
             add_columns(check, [cols[i] for i in order], [types[i] for i in order])
             batch = Batch(rows, columns, key, cols, types)
@@ -370,7 +370,8 @@ class SqlEnd:
             seq = self.sql.advance_sequences(self.tables)
             if seq:
                 report.notes.append("id generators moved past the copied ids: " + "; ".join(seq))
-            self.sql.analyze()
+            # statistics of the tables this run filled (the copied rows are all there is)
+            self.sql.analyze([t for t in self.tables if self.per_table.get(t, [0])[0]])
 
     def table_rows(self) -> list[TableRow]:
         out = []

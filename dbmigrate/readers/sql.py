@@ -432,8 +432,9 @@ class SqlSource:
             cols = list(zip(*rows))
             for i, fn in fixes:
                 cols[i] = _fix_column(fn, cols[i])
-            out = list(zip(*cols))
-            return rewrite(out) if rewrite else out
+            if rewrite:
+                return rewrite(list(zip(*cols)))
+            return Columnar(zip(*cols), cols)
         return normalize
 
     def stream(self, table: str, columns: Sequence[str], batch_size: int,
@@ -681,6 +682,16 @@ def check_sqlite_file(path: str) -> None:
     if head != SQLITE_HEADER:
         raise SchemaError(f"The file {path} is not an SQLite database (it does not start with "
                           f"SQLite's header; its first bytes are {head!r}), so not an MLflow database")
+
+
+class Columnar(list):
+    """A batch of row tuples that also has its values a column at a time (`cols`), as the
+    normaliser made them: the SQL end's checksum and encoder take them instead of transposing the
+    rows again."""
+
+    def __init__(self, rows, cols):
+        super().__init__(rows)
+        self.cols = cols
 
 
 _gc_holds = 0
