@@ -89,6 +89,8 @@ def test_binary_copy_stores_what_text_copy_stores(pg_base):
                 (8, "x", None, 1, 1, 1, True, b"z", "1", "z")]
         w = SqlWriter(parse_uri(uri, role="target"))
         try:
+            assert w.encode_copy("bin", cols, rows) is None  # before the first connection: text
+            w.ping()
             batch = Batch(rows, cols, ["id"], list(zip(*rows)), [set(map(type, c)) for c in zip(*rows)])
             assert w.encode_copy("bin", cols, batch)  # this batch goes in binary
             w.insert_rows("bin", cols, batch, key_columns=["id"])

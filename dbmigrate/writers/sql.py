@@ -98,6 +98,8 @@ class SqlWriter:
                 raise ConnectionFailed(f"Cannot connect to target {self.uri.masked}: "
                                        f"{mask_text(text[0] if text else type(exc).__name__)}") from None
             conn = self._raw.driver_connection
+            if self.dialect == "postgresql":
+                self._client_utf8 = conn.encoding in ("UTF8", "UNICODE")
             cur = conn.cursor()
             if self.dialect == "mysql":
                 # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
@@ -410,11 +412,12 @@ class SqlWriter:
             return None
         kinds_of = self.__dict__.setdefault("_copy_kinds", {})
         k = (table, tuple(columns))
+        utf8 = getattr(self, "_client_utf8", None)  # binary text fields are in the client encoding
+        if not utf8:  # not UTF-8, or not connected yet (no connection is made here: see insert_rows)
+            return None
         if k not in kinds_of:
             info = self.table_columns(table)
-            # binary text fields are in the client encoding: UTF-8 only
-            kinds_of[k] = (pgpipe.copy_kinds([info.get(c, {}).get("type", "") for c in columns])
-                           if self.connect().encoding in ("UTF8", "UNICODE") else None)
+            kinds_of[k] = pgpipe.copy_kinds([info.get(c, {}).get("type", "") for c in columns])
         kinds = kinds_of[k]
         if kinds is None:
             return None
