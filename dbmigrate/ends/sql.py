@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from operator import itemgetter
 
+from dbmigrate.batch_checksum import add_columns
 from dbmigrate.checksum import Checksum
 from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult, make_parts
@@ -28,11 +28,16 @@ log = logging.getLogger("dbmigrate")
 
 
 class Batch(list):
-    """Rows on their way to one table, with the columns they fill and the key that names a row."""
+    """Rows on their way to one table, with the columns they fill and the key that names a row;
+    also the same values a column at a time (`cols`) and the set of Python types in each column
+    (`types`), made once for the checksum and used again by the writer (PostgreSQL's binary COPY,
+    the NOT NULL check)."""
 
-    def __init__(self, rows, columns, key):
+    def __init__(self, rows, columns, key, cols=None, types=None):
         super().__init__(rows)
         self.columns, self.key = columns, key
+        self.cols, self.types = cols, types
+        self.encoded = None  # PostgreSQL: the batch as binary COPY data, b"" for text (SqlWriter.encode_copy)
 
 
 class SqlEnd:
@@ -47,6 +52,10 @@ class SqlEnd:
         self.writer = RecordingSqlWriter(self.sql) if cfg.dry_run else self.sql  # what the copy writes to
         self.steps_total = 7 if cfg.target_revision else 6
         self.zero_lossy = uri.kind in ZERO_LOSSY
+        # PostgreSQL: a batch's COPY (the server parses and stores it, then the commit waits for
+        # the WAL) runs in a thread while the next batch is read and converted; psycopg2 waits
+        # on the server without holding the GIL. At most two batches are in memory.
+        self.overlap_writes = uri.kind == "postgresql" and not cfg.dry_run
         # The writer's own record; this end also drops and rebuilds the keys of big PostgreSQL
         # tables around the load (defer_keys), and turns metric -0.0 into 0.0 where the engine
         # stores no negative zero (sql_rows.NegativeZeros), which the writer would refuse.
@@ -287,12 +296,15 @@ class SqlEnd:
             reads = ([r for r in rows if tuple(r[i] for i in kidx) not in skip] for rows in reads)
         check = Checksum()
         order = sorted(range(len(columns)), key=lambda i: columns[i])
-        canonical = itemgetter(*order) if len(order) > 1 else (lambda r: (r[order[0]],))
-        add = check.add
+        encode = self.overlap_writes
         for rows in reads:
-            for r in rows:
-                add(canonical(r))
-            yield len(rows), Batch(rows, columns, key)
+            cols = getattr(rows, "cols", None) or (list(zip(*rows)) if rows else [()] * len(columns))
+            types = [set(map(type, c)) for c in cols]
+            add_columns(check, [cols[i] for i in order], [types[i] for i in order])
+            batch = Batch(rows, columns, key, cols, types)
+            if encode:  # here, not in the thread that writes it (see overlap_writes)
+                batch.encoded = self.sql.encode_copy(table, columns, batch) or b""
+            yield len(rows), batch
         res.checksum = (columns, check.count, check.total)
         res.notes = {"negative_zeros": zeros.count if zeros else {}}
 
@@ -358,7 +370,8 @@ class SqlEnd:
             seq = self.sql.advance_sequences(self.tables)
             if seq:
                 report.notes.append("id generators moved past the copied ids: " + "; ".join(seq))
-            self.sql.analyze()
+            # statistics of the tables this run filled (the copied rows are all there is)
+            self.sql.analyze([t for t in self.tables if self.per_table.get(t, [0])[0]])
 
     def table_rows(self) -> list[TableRow]:
         out = []

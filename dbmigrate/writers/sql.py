@@ -98,6 +98,8 @@ class SqlWriter:
                 raise ConnectionFailed(f"Cannot connect to target {self.uri.masked}: "
                                        f"{mask_text(text[0] if text else type(exc).__name__)}") from None
             conn = self._raw.driver_connection
+            if self.dialect == "postgresql":
+                self._client_utf8 = conn.encoding in ("UTF8", "UNICODE")
             cur = conn.cursor()
             if self.dialect == "mysql":
                 # Experiment 0 (MLflow's Default) must keep id 0, not get the next AUTO_INCREMENT value.
@@ -375,6 +377,19 @@ class SqlWriter:
         raise AssertionError("unreachable")
 
     def _copy_in(self, conn, table, columns, rows):
+        """One batch by COPY FROM STDIN: in the binary format when the columns' types and the
+        values allow it (pgpipe.binary_rows: the values' own bits, no text formatting), else text."""
+        data = getattr(rows, "encoded", None)
+        if data is None:
+            data = self.encode_copy(table, columns, rows)
+        if data:
+            cur = conn.cursor()
+            try:
+                cur.copy_expert(f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN "
+                                "(FORMAT binary)", io.BytesIO(data), size=max(8192, min(len(data), 1 << 22)))
+            finally:
+                cur.close()
+            return
         buf = io.StringIO()
         write = buf.write
         enc = _pg_text
@@ -387,6 +402,27 @@ class SqlWriter:
             cur.copy_expert(f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN", buf)
         finally:
             cur.close()
+
+    def encode_copy(self, table: str, columns: list[str], rows) -> bytes | None:
+        """PostgreSQL: the batch in COPY's binary format (pgpipe.binary_rows), or None when it
+        goes as text. The SQL end calls it in the thread that reads, so that the thread running
+        the COPY (SqlEnd.overlap_writes) mostly waits on the server, without the GIL."""
+        from dbmigrate import pgpipe
+        if self.dialect != "postgresql" or not rows:
+            return None
+        kinds_of = self.__dict__.setdefault("_copy_kinds", {})
+        k = (table, tuple(columns))
+        utf8 = getattr(self, "_client_utf8", None)  # binary text fields are in the client encoding
+        if not utf8:  # not UTF-8, or not connected yet (no connection is made here: see insert_rows)
+            return None
+        if k not in kinds_of:
+            info = self.table_columns(table)
+            kinds_of[k] = pgpipe.copy_kinds([info.get(c, {}).get("type", "") for c in columns])
+        kinds = kinds_of[k]
+        if kinds is None:
+            return None
+        cols, types = _columns_of(rows, len(columns))
+        return pgpipe.binary_rows(kinds, cols, types)
 
     def _mysql_load(self, conn, table: str, columns: list[str], rows: list[tuple], key_columns=()) -> bool:
         """MySQL/MariaDB: one batch by LOAD DATA LOCAL INFILE, from memory (_mysql_infile). True:
@@ -440,8 +476,11 @@ class SqlWriter:
             key = tuple(row[columns.index(k)] for k in key_columns if k in columns)
             return key[0] if len(key) == 1 else (key or None)
         info = self.table_columns(table)
+        types = getattr(rows, "types", None)  # the batch's columns' Python types, when known
         for i, name in enumerate(columns):
             if not info.get(name, {}).get("nullable", True):
+                if types is not None and type(None) not in types[i]:
+                    continue
                 for row in rows:
                     if row[i] is None:
                         raise DataError("NULL in a column that is NOT NULL in the target's MLflow schema",
@@ -614,11 +653,20 @@ class SqlWriter:
         cur.close()
         return done
 
-    def analyze(self) -> None:
+    def analyze(self, tables: list[str] | None = None) -> None:
+        """Refresh the planner's statistics. PostgreSQL: of `tables` only, when given (a bare
+        ANALYZE also walks every system catalog: ~0.6 s of a ~300-row migration, against ~0.2 s
+        for its 65 tables); none when `tables` is empty."""
         conn = self.connect()
+        if self.dialect == "postgresql" and tables is not None:
+            if not tables:
+                return
+            sql = "ANALYZE " + ", ".join(self.q(t) for t in tables)
+        else:
+            sql = "ANALYZE"
         cur = conn.cursor()
         try:
-            cur.execute("ANALYZE")
+            cur.execute(sql)
             conn.commit()
         except Exception:  # noqa: BLE001 - statistics are an optimisation only
             conn.rollback()
@@ -706,7 +754,7 @@ class SqlWriter:
         already committed. Returns {table: {"rows": rows in the table, "inserted": n, ...}}."""
         written = sorted(self._protocol()["written"])
         done = self.advance_sequences(written)
-        self.analyze()
+        self.analyze(written)
         out = {}
         cur = self.connect().cursor()
         try:
@@ -883,6 +931,16 @@ def _rollback(conn) -> None:
         conn.rollback()
     except Exception:  # noqa: BLE001 - a broken connection cannot roll back; the server did
         pass
+
+
+def _columns_of(rows, width: int) -> tuple[list, list[set]]:
+    """The batch's columns and the set of exact Python types in each: kept on the batch by the SQL
+    end (ends.sql.Batch), which has them from its checksum, else computed here."""
+    cols = getattr(rows, "cols", None)
+    if cols is None:
+        cols = list(zip(*rows)) if rows else [()] * width
+        return cols, [set(map(type, c)) for c in cols]
+    return cols, rows.types
 
 
 _PG_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
