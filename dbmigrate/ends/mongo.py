@@ -21,6 +21,8 @@ from dbmigrate.uri import DatabaseURI
 
 log = logging.getLogger("dbmigrate")
 
+SETTLE_STEP, SETTLE_SECONDS = 1.0, 120.0  # clear_part: how long a resume waits for a killed run's last insert
+
 
 class MongoEnd:
     units = "collections"
@@ -224,7 +226,21 @@ class MongoEnd:
             return 0  # a merge deletes nothing: its rerun skips the documents already written
         cp = self._collection(part)
         field = cp.spec.get("part_field") or (part.part[0] if part.part else None)
-        return self.writer.delete_part(cp.name, field, part.part)
+        removed = self.writer.delete_part(cp.name, field, part.part)
+        # The killed run's last bulk insert may still be applied by the server after its client
+        # died (a server finishes an operation it received): clear again until the part stays
+        # empty, so those documents are not found as duplicates of this run's writes.
+        waited = 0.0
+        while removed and waited < SETTLE_SECONDS:
+            time.sleep(SETTLE_STEP)
+            waited += SETTLE_STEP
+            late = self.writer.delete_part(cp.name, field, part.part)
+            if not late:
+                break
+            log.info("part %s: %d documents of the interrupted run arrived after it was cleared; removed",
+                     part.id, late)
+            removed += late
+        return removed
 
     def fast_copy(self, source, part: Part, on_rows):
         return None
