@@ -220,3 +220,77 @@ def test_merge_killed_then_plain_rerun_converges(dev, prod, tmp_path):
     assert len(keys) == len(set(keys))
     exp_key = next(k for k, d in before["experiments"].items() if bson.decode(d)["name"] == "dev-exp")
     _untouched(before, mongo_docs(prod_uri), {"experiments": [exp_key]})
+
+
+def test_renamed_model_and_experiment_into_a_prod_with_its_own_clf(dev, prod, tmp_path):
+    """`--rename-model clf=clf-dev --rename-experiment dev-exp=dev-exp-promoted` into a prod whose
+    store made a clf and a dev-exp of its own: `analyze` and `--dry-run` write nothing; the copy
+    goes under the new names (a new experiment, a new model with dev's version 1 on dev's run),
+    prod's clf and dev-exp stay byte for byte; MLflow shows the renamed version with its run."""
+    dev_uri, ids = dev
+    prod_uri, pids = prod
+    before = mongo_docs(prod_uri)
+    args = _args(dev_uri, prod_uri, tmp_path, "--rename-model", "clf=clf-dev",
+                 "--rename-experiment", "dev-exp=dev-exp-promoted")
+    ana = run_cli("analyze", *args[1:], "--report-json", tmp_path / "a.json")
+    assert ana.returncode == 0, _fails(ana)
+    merge = json.loads((tmp_path / "a.json").read_text())["merge"]
+    assert merge["merged_experiments"] == {} and merge["merged_models"] == {} and merge["conflicts"] == []
+    assert merge["inserted"]["experiments"] == 1 and merge["inserted"]["registered_models"] == 1
+    dry = run_cli(*args, "--dry-run")
+    assert dry.returncode == 0, _fails(dry)
+    assert mongo_docs(prod_uri) == before
+    res = run_cli(*args, "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, _fails(res)
+    assert json.loads((tmp_path / "r.json").read_text())["verification"]["passed"] is True
+    after = mongo_docs(prod_uri)
+    _untouched(before, after)  # nothing prod had changed, not even its dev-exp's tags
+    db = _db(prod_uri)
+    new_exp = db.experiments.find_one({"name": "dev-exp-promoted"})
+    assert new_exp is not None and str(new_exp["_id"]) != pids["experiment"]
+    assert db.runs.find_one({"_id": ids["run"]})["experiment_id"] == str(new_exp["_id"])
+    v = _view(prod_uri, "clf-dev", "champion")
+    assert v["run_id"] == ids["run"] and int(v["version"]) == 1 and v["experiment"] == "dev-exp-promoted"
+    assert v["versions"] == [[1, ids["run"]]] and len(v["loss_history"]) == POINTS
+    assert v["traces"] == 1  # (the layout keeps no model_id on a version: no logged model to show)
+    assert v["models"] == ["clf", "clf-dev"] and v["experiments"] == ["Default", "dev-exp", "dev-exp-promoted"]
+    mine = _view(prod_uri, "clf", "stable")
+    assert mine["versions"] == [[1, pids["run"]]] and {k: int(x) for k, x in mine["aliases"].items()} == {"stable": 1}
+
+
+def test_run_the_plugin_logged_merged_back_adds_no_duplicate_metrics(prod, pg_db, tmp_path):
+    """Prod's store logged a run's metrics itself (ObjectIds of its own, a NaN, a logged-model
+    metric); prod is read back into PostgreSQL and that copy merged into prod again. Every metric
+    is matched by run, key, timestamp, step and value (NaN equal to NaN): nothing is added; the
+    logged-model metric step (which sets model_id on run metrics) does not insert the model's
+    metric a second time next to the store's own document."""
+    prod_uri, pids = prod
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    code = ("import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); r = sys.argv[2]\n"
+            "with mlflow.start_run(run_id=r):\n"
+            "    mlflow.log_metric('nan_metric', float('nan'))\n"
+            "    lm = mlflow.initialize_logged_model(name='m', source_run_id=r)\n"
+            "    mlflow.log_metric('acc', 0.5, model_id=lm.model_id)\n")
+    made = subprocess.run([sys.executable, "-c", code, prod_uri, pids["run"]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    back = pg_db("dbm_mmback")
+    res = run_cli("migrate", "--source", prod_uri, "--target", back, "--no-progress", "--state-dir", tmp_path / "s1")
+    assert res.returncode == 0, _fails(res)
+    db = _db(prod_uri)
+    metrics_before = db.run_metrics.count_documents({})
+    before = mongo_docs(prod_uri)
+    # skip: the run document itself differs in fields SQL cannot leave out (see the report below)
+    res = run_cli("migrate", "--source", back, "--target", prod_uri, "--merge", "--on-conflict", "skip",
+                  "--no-progress", "--state-dir", tmp_path / "s2", "--report-json", tmp_path / "r.json")
+    assert res.returncode == 0, _fails(res)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verification"]["passed"] is True
+    merge = report["merge"]
+    assert merge["identical"]["run_metrics"] == 3 and "run_metrics" not in merge["inserted"]
+    assert db.run_metrics.count_documents({}) == metrics_before == 3
+    assert db.run_metrics.count_documents({"k": "acc"}) == 1
+    assert [c for c in merge["conflicts"] if not c.startswith("runs ")] == []  # experiments, models: equal
+    after = mongo_docs(prod_uri)
+    _untouched(before, after)
+    assert {c for c in after if after[c] != before.get(c)} <= {"mlflow_sql.alembic_version"}

@@ -277,7 +277,8 @@ class MongoEnd:
     # ------------------------------------------------------------------ after the copy
     def after_copy(self, source, state) -> None:
         if not (state and state.step_done("merge")):
-            self.merge_inserted = merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts)
+            self.merge_inserted = merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts,
+                                             merger=self.merger)
             if state:
                 state.mark_step("merge")
         if self.merger is not None:
@@ -346,9 +347,12 @@ def merge_accounts(accounts: Accounts, res: PartResult, end: float | None = None
             a.end = max(a.end, end)
 
 
-def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts) -> dict[str, int]:
+def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts, merger=None) -> dict[str, int]:
     """Rows that belong on documents another table made (logged-model metrics on run metrics);
-    returns the documents inserted per collection (rows that matched no document)."""
+    returns the documents inserted per collection (rows that matched no document). Under --merge
+    (`merger`) a row whose document the target holds under an _id of its own (a metric the
+    mlflow-mongodb store logged, found by the map's merge_match) is not inserted again: the copy
+    already compared that document with the fields this step sets."""
     added: dict[str, int] = {}
     for mp in plan.merges:
         t0 = time.perf_counter()
@@ -367,6 +371,9 @@ def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts) -> d
                     updates.append((match_nan, fields))
                 else:
                     inserts.append(d)
+            if inserts and merger is not None:
+                found = merger.lookup(next(c for c in plan.collections if c.name == mp.collection), inserts)
+                inserts = [d for d in inserts if found[id(d)] is None]
             if updates:
                 writer.update_by_id(mp.collection, updates)
             if inserts:
