@@ -137,6 +137,9 @@ class MongoEnd:
             raise ConfigError(f"--merge: the target {self.uri.masked} holds the {found} layout; this run writes "
                               f"{self.layout}", hint=f"add --layout {found}")
         rev = (marker or {}).get("source_revision")
+        if not rev and found == "tables" and "alembic_version" in names:  # no marker: the copied table says
+            revs = {d.get("version_num") for d in db["alembic_version"].find()} - {None}
+            rev = next(iter(sorted(revs - {self.schema.revision})), None)
         if rev and rev != self.schema.revision:
             raise SchemaError(f"--merge: the target was made from MLflow schema revision {rev}, the source is at "
                               f"{self.schema.revision}: documents can only be merged between equal revisions",
