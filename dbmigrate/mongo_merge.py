@@ -287,9 +287,11 @@ def merge_container(src: dict, tgt: dict, rules: dict, policy: str) -> tuple[dic
 
 
 def canonical(doc):
-    """For comparison only: embedded entry lists in key order (the store keeps insertion order)."""
+    """For comparison only: embedded entry lists in key order (the store keeps insertion order);
+    a field holding null left out, so it equals a field the document lacks (the mlflow-mongodb
+    store writes no deleted_time on a live run, MLflow reads both as None)."""
     if isinstance(doc, dict):
-        return {k: canonical(v) for k, v in doc.items()}
+        return {k: canonical(v) for k, v in doc.items() if v is not None}
     if isinstance(doc, list):
         items = [canonical(v) for v in doc]
         if items and all(isinstance(v, dict) for v in items):

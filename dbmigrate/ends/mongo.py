@@ -139,6 +139,9 @@ class MongoEnd:
             raise ConfigError(f"--merge: the target {self.uri.masked} holds the {found} layout; this run writes "
                               f"{self.layout}", hint=f"add --layout {found}")
         rev = (marker or {}).get("source_revision")
+        if not rev and found == "tables" and "alembic_version" in names:  # no marker: the copied table says
+            revs = {d.get("version_num") for d in db["alembic_version"].find()} - {None}
+            rev = next(iter(sorted(revs - {self.schema.revision})), None)
         if rev and rev != self.schema.revision:
             raise SchemaError(f"--merge: the target was made from MLflow schema revision {rev}, the source is at "
                               f"{self.schema.revision}: documents can only be merged between equal revisions",
@@ -293,7 +296,8 @@ class MongoEnd:
     # ------------------------------------------------------------------ after the copy
     def after_copy(self, source, state) -> None:
         if not (state and state.step_done("merge")):
-            self.merge_inserted = merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts)
+            self.merge_inserted = merge_rows(self.plan_, source, self.writer, self.cfg, self.accounts,
+                                             merger=self.merger)
             if state:
                 state.mark_step("merge")
         if self.merger is not None:
@@ -362,9 +366,12 @@ def merge_accounts(accounts: Accounts, res: PartResult, end: float | None = None
             a.end = max(a.end, end)
 
 
-def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts) -> dict[str, int]:
+def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts, merger=None) -> dict[str, int]:
     """Rows that belong on documents another table made (logged-model metrics on run metrics);
-    returns the documents inserted per collection (rows that matched no document)."""
+    returns the documents inserted per collection (rows that matched no document). Under --merge
+    (`merger`) a row whose document the target holds under an _id of its own (a metric the
+    mlflow-mongodb store logged, found by the map's merge_match) is not inserted again: the copy
+    already compared that document with the fields this step sets."""
     added: dict[str, int] = {}
     for mp in plan.merges:
         t0 = time.perf_counter()
@@ -383,6 +390,9 @@ def merge_rows(plan: Plan, source, writer, cfg: Config, accounts: Accounts) -> d
                     updates.append((match_nan, fields))
                 else:
                     inserts.append(d)
+            if inserts and merger is not None:
+                found = merger.lookup(next(c for c in plan.collections if c.name == mp.collection), inserts)
+                inserts = [d for d in inserts if found[id(d)] is None]
             if updates:
                 writer.update_by_id(mp.collection, updates)
             if inserts:
