@@ -34,12 +34,15 @@ def verify_tables(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Repor
     try:
         tschema = target.inspect()
         checks = dict(checks)
-        for table, columns in (server or {}).items():
-            progress.next(table)
-            checks.pop(table, None)
-            if not server_verify(source, target, table, columns, v, cfg, ids):
-                # servers of different versions: add up the source's rows here instead
-                checks[table] = expected_checksum(source, table, columns, ids or IdMap({}), cfg.batch_size)
+        with _ServerChecksums(source, target, bool(server)) as sums:
+            for table, columns in (server or {}).items():
+                progress.next(table)
+                checks.pop(table, None)
+                if not server_verify(source, target, table, columns, v, cfg, ids, sums):
+                    # servers of different versions: add up the source's rows here instead
+                    checks[table] = expected_checksum(source, table, columns, ids or IdMap({}), cfg.batch_size)
+        for table, columns in sums.differing:  # named once the sessions' settings are over, as before
+            _name_differences(source, target, table, columns, v, cfg, ids)
         for table, (columns, expected) in checks.items():
             progress.next(table)
             cols = sorted(columns)
@@ -67,30 +70,108 @@ def verify_tables(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Repor
 
 
 def server_verify(source, target, table: str, columns: list[str], v: Verification, cfg: Config,
-                  ids: IdMap | None) -> bool:
+                  ids: IdMap | None, sums: "_ServerChecksums | None" = None) -> bool:
     """Both PostgreSQL servers checksum the table's rows (dbmigrate.pgpipe.server_checksum), the
     source in the migration's snapshot, at once. False when they are of different major versions
-    (their text forms of a value may differ), so the caller adds up the source's rows itself."""
-    from concurrent.futures import ThreadPoolExecutor
+    (their text forms of a value may differ), so the caller adds up the source's rows itself.
+    `sums` (verify_tables): both sessions' text settings and the two threads set up once for all
+    tables, one round trip per table and side instead of nine and two new threads (issue 15)."""
     from dbmigrate import pgpipe
     if pgpipe.server_major(source.pg_connection) != pgpipe.server_major(target.pg_connection):
         return False
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        mine = pool.submit(pgpipe.server_checksum, source.pg_connection, *source.select_sql(table, columns))
-        theirs = pool.submit(pgpipe.server_checksum, target.pg_connection, *target.select_sql(table, columns))
-        (n_src, sum_src), (n_dst, sum_dst) = mine.result(), theirs.result()
+    if sums is not None and sums.ready:
+        (n_src, sum_src), (n_dst, sum_dst) = sums.both(table, columns)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            mine = pool.submit(pgpipe.server_checksum, source.pg_connection, *source.select_sql(table, columns))
+            theirs = pool.submit(pgpipe.server_checksum, target.pg_connection, *target.select_sql(table, columns))
+            (n_src, sum_src), (n_dst, sum_dst) = mine.result(), theirs.result()
     same = (n_src, sum_src) == (n_dst, sum_dst)
     v.counts.append(Check(table, n_src == n_dst, f"source {n_src:,}, target {n_dst:,}"))
     v.checksums.append({"name": table, "table": table, "source": f"{n_src}:{sum_src} (server md5)",
                         "target": f"{n_dst}:{sum_dst} (server md5)", "match": same, "rows": n_src})
     if not same:
         if cfg.verify in ("sample", "full"):
-            v.failures += diff_rows(source, target, table, columns, target.schema.tables[table].pk,
-                                    ids or IdMap({}), cfg.batch_size)
+            if sums is not None and sums.ready:
+                sums.differing.append((table, columns))
+            else:
+                _name_differences(source, target, table, columns, v, cfg, ids)
         else:
             v.failures.append(f"{table}: the servers' checksums differ (source {n_src:,} rows {sum_src}, "
                               f"target {n_dst:,} rows {sum_dst})")
     return True
+
+
+def _name_differences(source, target, table: str, columns: list[str], v: Verification, cfg: Config,
+                      ids: IdMap | None) -> None:
+    v.failures += diff_rows(source, target, table, columns, target.schema.tables[table].pk,
+                            ids or IdMap({}), cfg.batch_size)
+
+
+class _ServerChecksums:
+    """The server checksums of many tables on two PostgreSQL sessions (source in its snapshot,
+    target): each session enters a savepoint and takes pgpipe.TEXT_SETTINGS once, every table is
+    one SELECT with pgpipe.server_checksum's expression over the same text form, and the
+    savepoint is rolled back at the end, which ends the settings as server_checksum's own does.
+    `ready` is False (nothing set up) when there is nothing to checksum, either side is not a
+    PostgreSQL connection or the servers' major versions differ: server_verify then does as before."""
+
+    def __init__(self, source, target, wanted: bool):
+        self.source, self.target, self.wanted = source, target, wanted
+        self.ready = False
+        self._pool = None
+        self._curs: list = []
+        self.differing: list[tuple[str, list[str]]] = []  # (table, columns) to name rows of afterwards
+
+    def __enter__(self) -> "_ServerChecksums":
+        if not self.wanted or self.source is None:
+            return self
+        from dbmigrate import pgpipe
+        try:
+            conns = [self.source.pg_connection, self.target.pg_connection]
+        except Exception:  # noqa: BLE001 - not PostgreSQL on one side: the per-table path decides
+            return self
+        if None in conns or pgpipe.server_major(conns[0]) != pgpipe.server_major(conns[1]):
+            return self
+        from concurrent.futures import ThreadPoolExecutor
+        for conn in conns:
+            cur = conn.cursor()
+            self._curs.append(cur)
+            cur.execute("SAVEPOINT dbm_checksum")  # the settings end with it
+            for s in pgpipe.TEXT_SETTINGS:
+                cur.execute(s)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dbmigrate-verify")
+        self.ready = True
+        return self
+
+    @staticmethod
+    def _one(cur, select_sql: str, params) -> tuple[int, str]:
+        # the expression of pgpipe.server_checksum, exactly
+        cur.execute(f"SELECT count(*), coalesce(sum(('x' || left(md5(dbm_r::text), 16))::bit(64)::bigint::numeric), 0)"
+                    f"::text FROM ({select_sql}) dbm_r", params or None)
+        n, total = cur.fetchone()
+        return int(n), total
+
+    def both(self, table: str, columns: list[str]):
+        mine = self._pool.submit(self._one, self._curs[0], *self.source.select_sql(table, columns))
+        theirs = self._pool.submit(self._one, self._curs[1], *self.target.select_sql(table, columns))
+        return mine.result(), theirs.result()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        failed = None
+        for cur in self._curs:
+            try:
+                cur.execute("ROLLBACK TO SAVEPOINT dbm_checksum")
+                cur.execute("RELEASE SAVEPOINT dbm_checksum")
+            except Exception as e:  # noqa: BLE001 - an aborted transaction: the caller's error counts
+                failed = failed or e
+            finally:
+                cur.close()
+        if failed is not None and exc_type is None:
+            raise failed
 
 
 MAX_DIFF_ROWS = 500_000
