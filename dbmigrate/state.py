@@ -210,7 +210,9 @@ def open_checkpoint(cfg, target_masked: str, setup: dict, *, check_resumable, cl
         elif existing is not None and not existing.complete:
             done, total = existing.progress()
             raise TargetNotEmpty(f"An interrupted migration into {target_masked} exists ({done} of {total} parts "
-                                 f"copied; state {path})", hint="use --resume to continue it or --restart to start over")
+                                 f"copied; state {path})",
+                                 hint="use --resume to continue it" if getattr(cfg, "merge", False) else
+                                 "use --resume to continue it or --restart to start over")  # (a merge: never --restart)
         if not cfg.resume:
             require_empty()
         if dry:
