@@ -99,6 +99,13 @@ class Config:
         """The fields, to rebuild the same Config in a worker process."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def resume_options(self) -> dict:
+        """The selection, rewrite and merge options set (tuples as lists), which a resume must repeat."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k in ("experiments", "runs", "models", "since", "with_parents", "rewrite_artifact_uri",
+                          "merge", "on_conflict", "rename_experiment", "rename_model")
+                if (v := getattr(self, k))}
+
     @property
     def conflict_policy(self) -> str:
         return self.on_conflict or "fail"

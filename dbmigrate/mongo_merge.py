@@ -219,7 +219,7 @@ class MongoMerge:
         self.conflicts = []
 
 
-def compare_all(merge: MongoMerge, source, batch_size: int, docs_of) -> None:
+def compare_all(merge: MongoMerge, docs_of) -> None:
     """Run `decide` over every document the source makes (nothing written)."""
     for cp in merge.plan.collections:
         if merge.skips(cp):
@@ -228,14 +228,14 @@ def compare_all(merge: MongoMerge, source, batch_size: int, docs_of) -> None:
             merge.decide(cp, docs)
 
 
-def verify_merge(merge: MongoMerge, source, batch_size: int, docs_of, extra: dict) -> Verification:
+def verify_merge(merge: MongoMerge, docs_of, extra: dict) -> Verification:
     """The comparison again, after the writes: nothing left to insert or merge, conflicts only
     where --on-conflict skip kept the target's document; each collection grown by what was inserted
     (`extra`: documents the logged-model metric step added, dbmigrate.ends.mongo.merge_rows)."""
     ver = Verification(level="merge")
     inserted, skipped = dict(merge.inserted), dict(merge.skipped)
     merge.reset()
-    compare_all(merge, source, batch_size, docs_of)
+    compare_all(merge, docs_of)
     for cp in merge.plan.collections:
         if merge.skips(cp):
             continue

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from tests.support import servers
+from tests.support.table_rows import mongo_docs
 
 POINTS = 4000  # "loss" points of dev's run: enough documents that a kill lands during the copy
 
@@ -38,16 +39,6 @@ def _view(uri, model, alias) -> dict:
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("IDS="))[4:])
-
-
-def mongo_docs(uri: str) -> dict[str, dict]:
-    """Every collection's documents by repr(_id), as BSON bytes (equal: equal field for field)."""
-    client = pymongo.MongoClient(uri)
-    try:
-        db = client.get_default_database()
-        return {c: {repr(d["_id"]): bson.encode(d) for d in db[c].find()} for c in db.list_collection_names()}
-    finally:
-        client.close()
 
 
 def _untouched(before: dict, after: dict, allowed: dict | None = None) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from tests.support import servers
+from tests.support.table_rows import mongo_docs, pg_rows
 
 
 def _mlflow(what: str, uri: str, *extra) -> dict:
@@ -26,21 +27,6 @@ def _mlflow(what: str, uri: str, *extra) -> dict:
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("IDS="))[4:])
-
-
-def pg_rows(uri: str) -> dict[str, set[str]]:
-    """Every table's rows as PostgreSQL's text form."""
-    conn = psycopg2.connect(uri)
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        out = {}
-        for (t,) in cur.fetchall():
-            cur.execute(f'SELECT t::text FROM "{t}" t')
-            out[t] = {r[0] for r in cur.fetchall()}
-        return out
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -140,19 +126,6 @@ def test_promote_by_alias_postgres_to_live_postgres(dev, prod, tmp_path):
     over = run_cli(*args, "--on-conflict", "overwrite")
     assert over.returncode == 0, over.stderr[-2000:]
     assert pg_rows(prod_uri) == after
-
-
-def mongo_docs(uri: str) -> dict[str, dict]:
-    """Every collection's documents by _id (as repr, so ObjectIds and strings compare), each as its
-    BSON bytes: equal means equal field for field, in order and type (and NaN equals NaN)."""
-    import bson
-    import pymongo
-    client = pymongo.MongoClient(uri)
-    try:
-        db = client.get_default_database()
-        return {c: {repr(d["_id"]): bson.encode(d) for d in db[c].find()} for c in db.list_collection_names()}
-    finally:
-        client.close()
 
 
 def test_promote_postgres_to_live_mongodb(dev, mongo_db, tmp_path):

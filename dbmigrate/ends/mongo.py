@@ -100,11 +100,9 @@ class MongoEnd:
             self.plan_merge(source, report)
         setup = {"source": report.source, "target": self.uri.masked, "layout": self.layout,
                  "skip_unmapped": cfg.skip_unmapped, "revision": schema.revision, "orphans": cfg.orphans}
-        options = {k: getattr(cfg, k) for k in ("experiments", "runs", "models", "since", "with_parents",
-                                                 "rewrite_artifact_uri", "merge", "on_conflict",
-                                                 "rename_experiment", "rename_model") if getattr(cfg, k)}
+        options = cfg.resume_options()
         if options:  # a resume must select, rewrite and merge the same way
-            setup["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+            setup["options"] = options
         return setup
 
     # ------------------------------------------------------------------ --merge
@@ -119,7 +117,7 @@ class MongoEnd:
         merger.prepare(source)
         # the fields the logged-model metric step sets on metric documents belong to what is compared
         self.merge_fields = _merge_updates(self.plan_, source, self.cfg)
-        compare_all(merger, source, self.cfg.batch_size, lambda cp: self.documents(source, cp))
+        compare_all(merger, lambda cp: self.documents(source, cp))
         report.merge = merger.summary()
         report.remapped = {**report.remapped, **merger.remapped}
         if self.cfg.conflict_policy == "fail":
@@ -329,8 +327,7 @@ class MongoEnd:
         from dbmigrate.verification.mongo import verify_mongo
         if self.merger is not None:
             from dbmigrate.mongo_merge import verify_merge
-            return verify_merge(self.merger, source, self.cfg.batch_size,
-                                lambda cp: self.documents(source, cp), self.merge_inserted)
+            return verify_merge(self.merger, lambda cp: self.documents(source, cp), self.merge_inserted)
         return verify_mongo(self.plan_, source, self.writer.db, self.cfg, self.counts, self.index_results,
                             progress=progress)
 

@@ -126,11 +126,9 @@ class SqlEnd:
         if self.cfg.target_revision:
             setup["target_revision"] = self.target_rev
         cfg = self.cfg
-        options = {k: getattr(cfg, k) for k in ("experiments", "runs", "models", "since", "with_parents",
-                                                 "rewrite_artifact_uri", "merge", "on_conflict",
-                                                 "rename_experiment", "rename_model") if getattr(cfg, k)}
+        options = cfg.resume_options()
         if options:  # a resume must select, rewrite and merge the same way
-            setup["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+            setup["options"] = options
         return setup
 
     def _target_reader(self) -> SqlSource:

@@ -52,3 +52,16 @@ def canonical_rows(uri: str, tables=None) -> dict[str, Counter]:
         return out
     finally:
         src.close()
+
+
+def mongo_docs(uri: str) -> dict[str, dict]:
+    """Every collection's documents by _id (as repr, so ObjectIds and strings compare), each as its
+    BSON bytes: equal means equal field for field, in order and type (and NaN equals NaN)."""
+    import bson
+    import pymongo
+    client = pymongo.MongoClient(uri)
+    try:
+        db = client.get_default_database()
+        return {c: {repr(d["_id"]): bson.encode(d) for d in db[c].find()} for c in db.list_collection_names()}
+    finally:
+        client.close()
