@@ -200,7 +200,8 @@ def choose_workers(cfg: Config, source, end, report: Report, default: int | None
     once; otherwise one."""
     workers = cfg.workers or default or cfg.effective_workers
     if workers > 1 and not getattr(source, "shared_snapshot", None):
-        report.notes.append(f"one worker: a {getattr(source, 'dialect', None) or 'non-SQL'} source has no "
+        kind = getattr(source, "dialect", None) or "non-SQL"
+        report.notes.append(f"one worker: a {kind} source{' in WAL mode' if kind == 'sqlite' else ''} has no "
                             "snapshot that several connections can share")
         workers = 1
     limit = end.capabilities.parallel_writers

@@ -405,7 +405,7 @@ def test_a_dry_run_into_sqlite_creates_nothing(mlflow_source, tmp_path):
         assert "Status: DRY RUN" in res.stdout
         assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
     # an existing target is only read: same bytes, no journal files beside it (a WAL-mode file,
-    # as dbmigrate and MLflow leave SQLite targets, included: a read-only open makes -wal/-shm)
+    # as a user may keep one, included: a read-only open makes -wal/-shm)
     for mode in ("delete", "wal"):
         existing = tmp_path / f"existing-{mode}.db"
         db = sqlite3.connect(existing)

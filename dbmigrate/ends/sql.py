@@ -214,6 +214,8 @@ class SqlEnd:
             merge.refuse(plan, self.uri.masked)
 
     def before_copy(self, state, resumed: bool, report: Report) -> None:
+        if state is not None and self.sql.journal_mode and not state.step_done(JOURNAL_STEP):
+            state.mark_step(JOURNAL_STEP, self.sql.journal_mode)  # a resume gives the file back the same mode
         if self.merge_plan is not None and self.merge_plan.updates and not self.cfg.dry_run:
             from dbmigrate.merge import apply_updates
             n = apply_updates(self.sql, self.merge_plan, self.schema)
@@ -370,6 +372,10 @@ class SqlEnd:
                 report.notes.append("id generators moved past the copied ids: " + "; ".join(seq))
             # statistics of the tables this run filled (the copied rows are all there is)
             self.sql.analyze([t for t in self.tables if self.per_table.get(t, [0])[0]])
+            note = self.sql.restore_journal((state.step_detail(JOURNAL_STEP) if state is not None else None)
+                                            or self.sql.journal_mode)
+            if note:
+                report.notes.append(note)
 
     def table_rows(self) -> list[TableRow]:
         out = []
@@ -494,6 +500,7 @@ def fk_depths(writer, tables: list[str], dry_run: bool) -> dict[str, int]:
 # Tables of at least this many rows are loaded into PostgreSQL without their keys, indexes and
 # foreign keys, which are rebuilt after the load (benchmarks: 3x faster than COPY with them live).
 DEFER_MIN_ROWS = 100_000
+JOURNAL_STEP = "sqlite journal mode"  # the target file's mode before the load (SqlWriter.restore_journal)
 
 
 def defer_keys(cfg: Config, dst_uri: DatabaseURI, writer, state, copy: list[str], counts: dict,

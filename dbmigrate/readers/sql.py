@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -156,12 +157,21 @@ class SqlSource:
                 cur.execute("BEGIN")
                 cur.execute("SELECT count(*) FROM sqlite_master")  # takes the read snapshot now
                 self.snapshot_id = "sqlite read transaction"
+                self._sqlite_state = self._sqlite_shareable(cur)
+                if snapshot_id and snapshot_id != self._sqlite_state:
+                    raise MigrationError(
+                        f"The SQLite source {self.uri.masked} is not in the state the migration's snapshot "
+                        f"saw ({snapshot_id}; a worker found {self._sqlite_state or 'WAL mode'})",
+                        hint="something changed the file during the migration; rerun with --resume")
         except Exception as exc:  # noqa: BLE001
             try:
                 cur.close()  # before the connection: SQLite refuses to close a cursor after it
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             raw.close()
+            self._close_header()
+            if isinstance(exc, MigrationError):
+                raise
             raise ConnectionFailed(
                 f"Cannot start a read snapshot on {self.uri.masked}: {_first_line(exc)}") from None
         cur.close()
@@ -183,7 +193,34 @@ class SqlSource:
                 pass
             self._raw.close()
             self._conn = None
+        self._close_header()
         self.engine.dispose()
+
+    # A SQLite file in rollback-journal mode can be read by several connections as one snapshot:
+    # the snapshot connection's read transaction holds a SHARED lock until it ends, and no writer
+    # can commit while any SHARED lock is held (it needs EXCLUSIVE). So every connection opened
+    # meanwhile sees the same state, which the file's change counter (header bytes 24-27, bumped
+    # by every commit in this mode) proves: each worker compares it with the snapshot's. In WAL
+    # mode writers commit beside readers, so that source stays with one connection.
+    # The header is read through a descriptor kept open until close(): closing any descriptor of a
+    # file drops the POSIX locks this process holds on it, SQLite's SHARED lock among them.
+    _sqlite_state: str | None = None
+    _header_fd: int | None = None
+
+    def _sqlite_shareable(self, cur) -> str | None:
+        mode = str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        files = [r[2] for r in cur.execute("PRAGMA database_list").fetchall() if r[1] == "main"]
+        if mode == "wal" or not files or not files[0]:
+            return None
+        if self._header_fd is None:
+            self._header_fd = os.open(files[0], os.O_RDONLY)
+        counter = int.from_bytes(os.pread(self._header_fd, 4, 24), "big")
+        return f"sqlite {mode} journal, file change counter {counter}"
+
+    def _close_header(self) -> None:
+        if self._header_fd is not None:  # after the connection's own descriptors let go of their locks
+            os.close(self._header_fd)
+            self._header_fd = None
 
     def __enter__(self):
         return self.open() if self._conn is None else self
@@ -609,8 +646,11 @@ class SqlSource:
     @property
     def shared_snapshot(self) -> str | None:
         """The id other connections can open this connection's snapshot by (PostgreSQL's
-        exported snapshot), or None: a MySQL/MariaDB or SQLite snapshot belongs to its own
-        connection, so its source is read by one worker."""
+        exported snapshot; a SQLite file in rollback-journal mode, whose state cannot change while
+        this connection reads it: see _sqlite_shareable), or None: a MySQL/MariaDB snapshot, or a
+        SQLite one in WAL mode, belongs to its own connection, so its source is read by one worker."""
+        if self.dialect == "sqlite":
+            return self._sqlite_state
         return self.snapshot_id if self.dialect == "postgresql" else None
 
     @property

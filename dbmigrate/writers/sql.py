@@ -203,9 +203,30 @@ class SqlWriter:
             state = clear_seed_rows(self.url)
         if self.dialect == "sqlite" and not dry_run:
             cur = self.connect().cursor()
+            # the file's own mode (MLflow's files: rollback journal), given back by restore_journal
+            self.journal_mode = str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower()
             cur.execute("PRAGMA journal_mode = WAL")  # readers never block the loading writer
             cur.close()
         return state
+
+    journal_mode: str | None = None
+
+    def restore_journal(self, mode: str | None) -> str | None:
+        """SQLite: after the final checkpoint, put the file back in the journal mode it had before
+        the load (`mode`), so it is the file MLflow would have made; a file in rollback-journal mode
+        can also be read by several of dbmigrate's workers at once. Returns a note when the
+        mode stays WAL because another connection holds the file (nothing is lost: WAL is only
+        slower to share)."""
+        if self.dialect != "sqlite" or mode not in ("delete", "truncate", "persist"):
+            return None  # WAL (kept), or a mode no file keeps (memory, off)
+        cur = self.connect().cursor()
+        try:
+            now = str(cur.execute(f"PRAGMA journal_mode = {mode.upper()}").fetchone()[0]).lower()
+        except Exception as exc:  # noqa: BLE001 - busy: another connection still has the file open
+            now = f"wal ({mask_text((str(exc).splitlines() or [type(exc).__name__])[0])})"
+        finally:
+            cur.close()
+        return None if now == mode else f"the SQLite target stays in WAL mode (switching back to {mode} gave: {now})"
 
     def table_names(self) -> set[str]:
         """The target's tables, reflected once (the schema does not change during the copy)."""
