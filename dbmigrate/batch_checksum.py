@@ -90,6 +90,6 @@ def add_rows(check: Checksum, rows: list[tuple], order: list[int]) -> None:
     order): the same as `check.add(tuple(r[i] for i in order))` for each row."""
     if not rows:
         return
-    cols = list(zip(*rows))
+    cols = getattr(rows, "cols", None) or list(zip(*rows))  # a columnar batch (readers.sql) has them
     cols = [cols[i] for i in order]
     add_columns(check, cols, [set(map(type, c)) for c in cols])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
+from dbmigrate.batch_checksum import add_rows
 from dbmigrate.checksum import Checksum
 from dbmigrate.config import Config
 from dbmigrate.mlflow_schema import load_rank, schema_version
@@ -47,9 +48,9 @@ def verify_tables(dst_uri: DatabaseURI, checks: dict, cfg: Config, report: Repor
             progress.next(table)
             cols = sorted(columns)
             got = Checksum()
+            order = list(range(len(cols)))
             for rows in target.stream(table, cols, cfg.batch_size):
-                for r in rows:
-                    got.add(r)
+                add_rows(got, rows, order)
             same = (got.count, got.total) == (expected.count, expected.total)
             v.counts.append(Check(f"{table}", got.count == expected.count,
                                   f"source {expected.count:,}, target {got.count:,}"))
@@ -274,8 +275,7 @@ def expected_checksum(source, table: str, wanted: list[str], ids: IdMap, batch_s
     c = Checksum()
     order = sorted(range(len(columns)), key=lambda i: columns[i])
     for b in batches:
-        for r in b:
-            c.add(tuple(r[i] for i in order))
+        add_rows(c, b, order)
     return columns, c
 
 
