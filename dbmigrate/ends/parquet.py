@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from operator import itemgetter
 
+from dbmigrate.batch_checksum import add_rows
 from dbmigrate.checksum import Checksum
 from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult
@@ -129,10 +129,8 @@ class ParquetEnd:
             reads = source.rows(part.table, columns, self.cfg.batch_size)
         check = self.checks.setdefault(part.table, Checksum())
         order = sorted(range(len(columns)), key=lambda i: columns[i])
-        canonical = itemgetter(*order) if len(order) > 1 else (lambda r: (r[order[0]],))
         for rows in reads:
-            for r in rows:
-                check.add(canonical(r))
+            add_rows(check, rows, order)  # the checksum's canonical column order, a column at a time
             yield len(rows), Batch(rows, columns, list(table.pk))
 
     def write(self, part: Part, batch: Batch) -> None:

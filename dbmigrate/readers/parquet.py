@@ -27,6 +27,7 @@ from dbmigrate.arrow_rows import ARROW_TYPES, add_batch, in_range
 from dbmigrate.errors import DataError, SchemaError
 from dbmigrate.mlflow_schema import load_rank
 from dbmigrate.model import Column, Part, Table
+from dbmigrate.readers.sql import Columnar
 from dbmigrate.writers.parquet import FORMAT, FORMAT_VERSION, MANIFEST, MARKER, file_sha256
 
 
@@ -184,10 +185,22 @@ class ParquetSnapshot:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=read):
                     if part:
                         batch = batch.filter(in_range(batch.column(part[0]), part[1], part[2]))
-                    if batch.num_rows:
-                        yield list(zip(*(batch.column(c).to_pylist() for c in columns)))
+                    if batch.num_rows:  # the columns too, which the SQL end would otherwise transpose back
+                        cols = [batch.column(c).to_pylist() for c in columns]
+                        yield Columnar(list(zip(*cols)), cols)
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(f"{path} could not be read: {exc}", table=table) from None
+
+    def verified_checksum(self, table: str, columns: Sequence[str]) -> tuple[int, int] | None:
+        """(rows, checksum total) the manifest records for `table`, when open() proved that the
+        files' rows give exactly that (verify='full') and `columns` are all of the table's
+        columns (the manifest's checksum covers them all); else None."""
+        entry = self.manifest.get("tables", {}).get(table)
+        if self.verify != "full" or entry is None or table not in self.schema:
+            return None
+        if sorted(columns) != sorted(c.name for c in self.schema[table].columns):
+            return None
+        return int(entry["rows"]), int(entry["checksum"], 16)
 
     def close(self) -> None:
         pass

@@ -960,8 +960,8 @@ def _columns_of(rows, width: int) -> tuple[list, list[set]]:
     cols = getattr(rows, "cols", None)
     if cols is None:
         cols = list(zip(*rows)) if rows else [()] * width
-        return cols, [set(map(type, c)) for c in cols]
-    return cols, rows.types
+    types = getattr(rows, "types", None)  # a reader's columnar batch has the columns only
+    return cols, types if types is not None else [set(map(type, c)) for c in cols]
 
 
 _PG_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
