@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.generate import REPO_ROOT
-from benchmarks.run import TreeSampler, loadavg, scale_name
+from benchmarks.run import loadavg, measure, scale_name
 
 GOAL_SPEEDUP = 5.0
 KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "lr"]
@@ -123,33 +123,6 @@ def generate_mlruns(root: str, metrics: int, seed: int = 42) -> dict:
     return {"runs": runs, "experiments": len(exp_dirs) + 1, "metric_rows": rows, "files": files,
             "bytes": sum(os.path.getsize(os.path.join(a, f)) for a, _, fs in os.walk(root) for f in fs),
             "seconds": time.perf_counter() - t}
-
-
-# ----------------------------------------------------------------------------- measuring a process
-def measure(name: str, cmd: list[str], workdir: Path, timeout: float = 7200, env: dict | None = None) -> dict:
-    """Run `cmd`; wall time, peak RSS of its process tree, CPU seconds, exit code, output tails."""
-    out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = f"killed: timeout after {timeout:.0f} s"
-            proc.wait()
-        wall = time.perf_counter() - t0
-        sampler.stop()
-    return {"command": " ".join(cmd), "exit_code": rc, "wall_seconds": round(wall, 2),
-            "peak_rss_tree_mb": round(sampler.peak_tree / 1024, 1),
-            "peak_rss_single_mb": round(sampler.peak_single / 1024, 1),
-            "cpu_seconds": round(sampler.cpu_seconds, 2), "max_processes": sampler.max_procs,
-            "rss_timeline": sampler.timeline,
-            "stdout_tail": out_path.read_text(errors="replace").splitlines()[-30:],
-            "stderr_tail": err_path.read_text(errors="replace").splitlines()[-30:]}
 
 
 # ----------------------------------------------------------------------------- MLflow's answers

@@ -331,6 +331,33 @@ def loadavg() -> str:
         return "?"
 
 
+def measure(name: str, cmd: list[str], workdir: Path, timeout: float = 7200, env: dict | None = None) -> dict:
+    """Run `cmd` (benchmarks.filestore, benchmarks.sync): wall time, peak RSS of its process tree,
+    CPU seconds, exit code, output tails."""
+    out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = f"killed: timeout after {timeout:.0f} s"
+            proc.wait()
+        wall = time.perf_counter() - t0
+        sampler.stop()
+    return {"command": " ".join(cmd), "exit_code": rc, "wall_seconds": round(wall, 2),
+            "peak_rss_tree_mb": round(sampler.peak_tree / 1024, 1),
+            "peak_rss_single_mb": round(sampler.peak_single / 1024, 1),
+            "cpu_seconds": round(sampler.cpu_seconds, 2), "max_processes": sampler.max_procs,
+            "rss_timeline": sampler.timeline,
+            "stdout_tail": out_path.read_text(errors="replace").splitlines()[-30:],
+            "stderr_tail": err_path.read_text(errors="replace").splitlines()[-30:]}
+
+
 def machine_info(pg_uri: str, mongo_version: str | None) -> dict:
     cpu = "?"
     try:

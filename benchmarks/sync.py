@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -46,39 +45,28 @@ import psycopg2
 from psycopg2 import sql
 
 from benchmarks.generate import REPO_ROOT, drop_database, generate, pg_dsn
-from benchmarks.run import (ADMIN_URI, MYSQL_ADMIN_URI, TreeSampler, loadavg, log, machine_info, pg_exec,
+from benchmarks.run import (ADMIN_URI, MYSQL_ADMIN_URI, loadavg, log, machine_info, measure, pg_exec,
                             pg_table_counts, scale_name, sizes_for)
 
 TABLES = ("experiments", "experiment_tags", "runs", "tags", "params", "metrics", "latest_metrics")
 
 
 def run_timed(name: str, args: list[str], workdir: Path, timeout: float) -> dict:
-    """`python -m dbmigrate.cli <args> --report-json ... --no-progress`, timed, peak RSS sampled."""
+    """`python -m dbmigrate.cli <args> --report-json ... --no-progress`, timed, peak RSS sampled
+    (benchmarks.run.measure), with dbmigrate's report."""
     report_path = workdir / f"{name}.report.json"
     report_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "dbmigrate.cli", *args, "--report-json", str(report_path), "--no-progress"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBMIGRATE_")}
     load_before = loadavg()
-    with open(workdir / f"{name}.stdout", "wb") as out, open(workdir / f"{name}.stderr", "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = f"killed: timeout after {timeout:.0f} s"
-        wall = time.perf_counter() - t0
-        sampler.stop()
+    m = measure(name, cmd, workdir, timeout, env=env)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    res = {"command": " ".join(cmd), "exit_code": rc, "wall_seconds": round(wall, 2), "report": report,
-           "peak_rss_tree_mb": round(sampler.peak_tree / 1024, 1), "cpu_seconds": round(sampler.cpu_seconds, 2),
+    res = {"command": m["command"], "exit_code": m["exit_code"], "wall_seconds": m["wall_seconds"], "report": report,
+           "peak_rss_tree_mb": m["peak_rss_tree_mb"], "cpu_seconds": m["cpu_seconds"],
            "loadavg_before": load_before, "loadavg_after": loadavg()}
-    if rc != 0:
-        res["stderr_tail"] = (workdir / f"{name}.stderr").read_text(errors="replace").splitlines()[-30:]
-        res["stdout_tail"] = (workdir / f"{name}.stdout").read_text(errors="replace").splitlines()[-30:]
-    log(f"  {name}: exit {rc}, {wall:.1f} s, peak RSS {sampler.peak_tree / 1024:.0f} MB")
+    if m["exit_code"] != 0:
+        res["stderr_tail"], res["stdout_tail"] = m["stderr_tail"], m["stdout_tail"]
+    log(f"  {name}: exit {m['exit_code']}, {m['wall_seconds']:.1f} s, peak RSS {m['peak_rss_tree_mb']:.0f} MB")
     return res
 
 
