@@ -85,11 +85,20 @@ def add_columns(check: Checksum, cols: list, types: list[set]) -> None:
     check.total = (check.total + sum(map(int.from_bytes, digests, repeat("big")))) & MASK
 
 
+def batch_columns(rows, width: int) -> list:
+    """A batch's values a column at a time: the batch's own when it carries them (readers.sql.
+    Columnar, ends.sql.Batch), else its rows transposed (`width` empty columns for no rows)."""
+    cols = getattr(rows, "cols", None)
+    if cols is not None:
+        return cols
+    return list(zip(*rows)) if rows else [()] * width
+
+
 def add_rows(check: Checksum, rows: list[tuple], order: list[int]) -> None:
     """Add a batch of row tuples to `check`, their values taken in `order` (the canonical column
     order): the same as `check.add(tuple(r[i] for i in order))` for each row."""
     if not rows:
         return
-    cols = getattr(rows, "cols", None) or list(zip(*rows))  # a columnar batch (readers.sql) has them
+    cols = batch_columns(rows, len(order))
     cols = [cols[i] for i in order]
     add_columns(check, cols, [set(map(type, c)) for c in cols])

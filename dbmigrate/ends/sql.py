@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import replace
 
-from dbmigrate.batch_checksum import add_columns
+from dbmigrate.batch_checksum import add_columns, batch_columns
 from dbmigrate.checksum import Checksum
 from dbmigrate.config import Config
 from dbmigrate.engine import Part, PartResult, make_parts
@@ -305,7 +305,7 @@ class SqlEnd:
                 and self.ids.rows(table, columns) is None and hasattr(source, "verified_checksum"):
             known = source.verified_checksum(table, columns)
         for rows in reads:
-            cols = getattr(rows, "cols", None) or (list(zip(*rows)) if rows else [()] * len(columns))
+            cols = batch_columns(rows, len(columns))
             types = [set(map(type, c)) for c in cols]
             if known is None:
                 add_columns(check, [cols[i] for i in order], [types[i] for i in order])

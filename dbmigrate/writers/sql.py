@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from dbmigrate.batch_checksum import batch_columns
 from dbmigrate.errors import (ConnectionFailed, DataError, MigrationError, SchemaError, TargetNotEmpty,
                               TransientError)
 from dbmigrate.model import Capabilities
@@ -957,9 +958,7 @@ def _rollback(conn) -> None:
 def _columns_of(rows, width: int) -> tuple[list, list[set]]:
     """The batch's columns and the set of exact Python types in each: kept on the batch by the SQL
     end (ends.sql.Batch), which has them from its checksum, else computed here."""
-    cols = getattr(rows, "cols", None)
-    if cols is None:
-        cols = list(zip(*rows)) if rows else [()] * width
+    cols = batch_columns(rows, width)
     types = getattr(rows, "types", None)  # a reader's columnar batch has the columns only
     return cols, types if types is not None else [set(map(type, c)) for c in cols]
 
